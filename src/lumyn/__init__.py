@@ -1,0 +1,26 @@
+"""Lumyn: a deterministic decision gateway with durable, replayable Decision Records."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["Lumyn", "LumynConfig", "__version__", "decide"]
+
+if TYPE_CHECKING:
+    from lumyn.config import LumynConfig
+    from lumyn.sdk import Lumyn, decide
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so `lumyn --help` and `import lumyn.contracts` stay cheap.
+    if name == "LumynConfig":
+        from lumyn.config import LumynConfig
+
+        return LumynConfig
+    if name in ("Lumyn", "decide"):
+        from lumyn import sdk
+
+        return getattr(sdk, name)
+    raise AttributeError(f"module 'lumyn' has no attribute {name!r}")

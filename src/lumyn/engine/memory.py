@@ -1,0 +1,30 @@
+"""Experience Memory as seen by the engine: the store's items, indexed in process.
+
+Before each lookup the index pulls any items added since it last looked (by this or another
+process or replica) with one indexed range query, so labels anywhere are seen everywhere.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from lumyn.memory.index import MemoryIndex, Similarity
+from lumyn.store.base import Store
+
+
+class MemoryView:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.index = MemoryIndex()
+        self._seen: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, tenant_id: str, action_type: str, features: tuple[str, ...],
+               k: int) -> Similarity:
+        key = (tenant_id, action_type)
+        with self._lock:
+            rows = self.store.memory_items_since(tenant_id, action_type, self._seen.get(key, 0))
+            for seq, item in rows:
+                self.index.add(item)
+                self._seen[key] = seq
+            return self.index.query(tenant_id, action_type, features, k)

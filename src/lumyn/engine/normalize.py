@@ -1,0 +1,105 @@
+"""Validate a raw DecisionRequest and produce the request as it will be persisted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from lumyn.contracts.canonical import CanonicalizationError, canonical_bytes, digest, sha256_digest
+from lumyn.contracts.schemas import validate_request
+from lumyn.errors import ContextDigestMismatch, RequestInvalid
+
+REDACTION_PROFILES = ("default", "strict", "off")
+
+# Keys removed from inline context by the default profile (compared case-insensitively).
+SENSITIVE_KEYS = frozenset(
+    {
+        "api_key", "apikey", "authorization", "auth", "password", "passwd", "secret",
+        "token", "access_token", "refresh_token", "id_token", "client_secret", "private_key",
+        "cookie", "set_cookie", "session", "session_id", "email", "email_address", "phone",
+        "phone_number", "mobile", "ssn", "social_security_number", "tax_id", "credit_card",
+        "card_number", "cvv", "cvc", "iban", "account_number", "routing_number", "dob",
+        "date_of_birth", "address", "street_address", "ip_address", "prompt", "system_prompt",
+        "messages", "transcript", "conversation", "chat_history",
+    }
+)
+SENSITIVE_SUFFIXES = ("_token", "_password", "_secret", "_api_key", "_email", "_phone", "_ssn")
+
+
+@dataclass(frozen=True)
+class NormalizedRequest:
+    persisted: dict[str, Any]  # canonical, redacted; what the record stores
+    tenant_id: str  # "" means global
+    request_digest: str  # digest of `persisted`, the idempotency fingerprint
+
+
+def tenant_of(request: dict[str, Any]) -> str:
+    tenant = request.get("tenant")
+    if isinstance(tenant, dict) and tenant.get("tenant_id"):
+        return str(tenant["tenant_id"])
+    subject = request.get("subject")
+    if isinstance(subject, dict) and subject.get("tenant_id"):
+        return str(subject["tenant_id"])
+    return ""
+
+
+def normalize_request(request: Any, redaction_profile: str = "default") -> NormalizedRequest:
+    if not isinstance(request, dict):
+        raise RequestInvalid("a DecisionRequest must be a JSON object", field="(root)")
+    validate_request(request)
+    try:
+        raw = canonical_bytes(request)
+    except CanonicalizationError as exc:
+        field = exc.path.lstrip("/").replace("/", ".") or "(root)"
+        raise RequestInvalid(str(exc), field=field) from None
+    persisted: dict[str, Any] = orjson.loads(raw)  # a private, canonical copy
+    context = persisted["context"]
+    if context["mode"] == "inline":
+        actual = digest(context["inline"])
+        if actual != context["digest"]:
+            raise ContextDigestMismatch(
+                f"context.digest does not match the inline context (expected {actual})",
+                field="context.digest",
+            )
+        removed = _redact(context, redaction_profile)
+        context["redaction"] = {"profile": redaction_profile, "fields_removed": removed}
+        raw = canonical_bytes(persisted)
+    return NormalizedRequest(persisted, tenant_of(persisted), sha256_digest(raw))
+
+
+def _redact(context: dict[str, Any], profile: str) -> list[str]:
+    inline = context["inline"]
+    if profile == "off":
+        return []
+    if profile == "strict":
+        removed = [f"/context/inline/{_escape(k)}" for k in sorted(inline)]
+        context["inline"] = {}
+        return removed
+    removed: list[str] = []
+    _redact_tree(inline, "/context/inline", removed)
+    return sorted(removed)
+
+
+def _sensitive(key: str) -> bool:
+    lowered = key.lower()
+    return lowered in SENSITIVE_KEYS or lowered.endswith(SENSITIVE_SUFFIXES)
+
+
+def _redact_tree(node: Any, pointer: str, removed: list[str]) -> None:
+    if isinstance(node, dict):
+        for key in list(node):
+            child = f"{pointer}/{_escape(key)}"
+            if _sensitive(key):
+                del node[key]
+                removed.append(child)
+            else:
+                _redact_tree(node[key], child, removed)
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            _redact_tree(item, f"{pointer}/{index}", removed)
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")

@@ -1,0 +1,55 @@
+"""Feature tokens for Experience Memory similarity.
+
+A request becomes a set of tokens (action type, currency, amount bucket, tags, target system,
+categorical evidence values). Each token kind has a weight; weights are multiples of 0.5 so
+weighted sums are exact in binary floating point and scores are identical on every machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+WEIGHTS = {"action": 1.0, "currency": 1.0, "amount": 2.0, "tag": 1.5, "target": 1.0, "ev": 1.0}
+AMOUNT_EDGES = (10, 25, 50, 100, 200, 500, 1000, 5000)
+MAX_VALUE_LEN = 64
+
+
+def token_weight(token: str) -> float:
+    return WEIGHTS[token.split(":", 1)[0]]
+
+
+def amount_bucket(amount: float) -> str:
+    lower: float = 0
+    for edge in AMOUNT_EDGES:
+        if amount < edge:
+            return f"{lower:g}-{edge:g}"
+        lower = edge
+    return f"{lower:g}+"
+
+
+def memory_features(request: Mapping[str, Any], amount_usd: float | None) -> tuple[str, ...]:
+    """Sorted, de-duplicated feature tokens of a (persisted) request."""
+    action = request.get("action") or {}
+    tokens = {f"action:{action.get('type')}"}
+    amount = action.get("amount")
+    if isinstance(amount, dict):
+        tokens.add(f"currency:{amount.get('currency')}")
+        value = amount_usd if amount_usd is not None else amount.get("value")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            tokens.add(f"amount:{amount_bucket(abs(float(value)))}")
+    for tag in action.get("tags") or ():
+        if isinstance(tag, str) and 0 < len(tag) <= MAX_VALUE_LEN:
+            tokens.add(f"tag:{tag}")
+    system = (action.get("target") or {}).get("system")
+    if isinstance(system, str) and system:
+        tokens.add(f"target:{system[:MAX_VALUE_LEN]}")
+    evidence = request.get("evidence") or {}
+    for key, value in evidence.items():
+        if len(key) > MAX_VALUE_LEN or "=" in key:
+            continue
+        if isinstance(value, bool):
+            tokens.add(f"ev:{key}={'true' if value else 'false'}")
+        elif isinstance(value, str) and 0 < len(value) <= MAX_VALUE_LEN:
+            tokens.add(f"ev:{key}={value}")
+    return tuple(sorted(tokens))

@@ -1,0 +1,241 @@
+"""Exact weighted-Jaccard top-k over every memory item of a tenant and action type.
+
+Items live in per-(tenant, action type) groups ordered by memory_id, with an inverted index
+token → item positions held in growable numpy arrays. A query adds each of its token weights
+into an accumulator through the posting lists, so cost follows the postings touched, and then
+ranks exactly (score descending, memory_id ascending) with a partial sort.
+
+Weighted Jaccard of token sets A, B with weights w: W(A∩B) / (W(A) + W(B) − W(A∩B)).
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import insort
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from lumyn.contracts.canonical import digest
+from lumyn.memory.features import token_weight
+
+LABELS = ("failure", "success", "near_miss")
+_LABEL_CODE = {label: code for code, label in enumerate(LABELS)}
+SCORE_DECIMALS = 6
+
+
+@dataclass(frozen=True)
+class MemoryItem:
+    memory_id: str
+    tenant_id: str
+    action_type: str
+    label: str
+    summary: str
+    features: tuple[str, ...]
+    source_decision_id: str | None = None
+    created_at: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "memory_id": self.memory_id,
+            "tenant_id": self.tenant_id,
+            "action_type": self.action_type,
+            "label": self.label,
+            "summary": self.summary,
+            "features": list(self.features),
+            "source_decision_id": self.source_decision_id,
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MemoryItem:
+        return cls(
+            memory_id=data["memory_id"],
+            tenant_id=data.get("tenant_id") or "",
+            action_type=data["action_type"],
+            label=data["label"],
+            summary=data.get("summary") or "",
+            features=tuple(data["features"]),
+            source_decision_id=data.get("source_decision_id"),
+            created_at=data.get("created_at"),
+        )
+
+    def snapshot_entry(self) -> dict[str, Any]:
+        return {"memory_id": self.memory_id, "label": self.label, "summary": self.summary,
+                "features": list(self.features)}
+
+
+@dataclass(frozen=True)
+class Match:
+    item: MemoryItem
+    score: float
+
+
+@dataclass(frozen=True)
+class Similarity:
+    top_k: tuple[Match, ...]
+    failure: Match | None
+    success: Match | None
+
+    @property
+    def failure_score(self) -> float:
+        return self.failure.score if self.failure else 0.0
+
+    @property
+    def success_score(self) -> float:
+        return self.success.score if self.success else 0.0
+
+    def considered(self) -> list[MemoryItem]:
+        """Every item that determined the signals: top-k plus the best failure and success.
+        Re-running the search over just these items reproduces the same signals exactly."""
+        items = {m.item.memory_id: m.item for m in self.top_k}
+        for match in (self.failure, self.success):
+            if match:
+                items.setdefault(match.item.memory_id, match.item)
+        return [items[key] for key in sorted(items)]
+
+    def snapshot_digest(self) -> str:
+        return digest([item.snapshot_entry() for item in self.considered()])
+
+
+EMPTY = Similarity((), None, None)
+
+
+class _Grow:
+    """A numpy array with amortised O(1) append."""
+
+    def __init__(self, dtype: Any) -> None:
+        self.data: npt.NDArray[Any] = np.empty(16, dtype=dtype)
+        self.size = 0
+
+    def append(self, value: Any) -> None:
+        if self.size == len(self.data):
+            self.data = np.concatenate([self.data, np.empty(len(self.data), self.data.dtype)])
+        self.data[self.size] = value
+        self.size += 1
+
+    def view(self) -> npt.NDArray[Any]:
+        return self.data[: self.size]
+
+
+@dataclass
+class _Group:
+    items: list[MemoryItem] = field(default_factory=list)
+    weights: _Grow = field(default_factory=lambda: _Grow(np.float64))
+    labels: _Grow = field(default_factory=lambda: _Grow(np.int8))
+    postings: dict[str, _Grow] = field(default_factory=dict)
+    ids: set[str] = field(default_factory=set)
+
+    def add(self, item: MemoryItem) -> None:
+        if item.memory_id in self.ids:
+            return
+        self.ids.add(item.memory_id)
+        if self.items and item.memory_id < self.items[-1].memory_id:
+            # Rare (ids minted by another process): keep memory_id order by rebuilding.
+            insort(self.items, item, key=lambda it: it.memory_id)
+            rebuilt = _Group()
+            for existing in self.items:
+                rebuilt._append(existing)
+            self.items, self.weights, self.labels = rebuilt.items, rebuilt.weights, rebuilt.labels
+            self.postings = rebuilt.postings
+            return
+        self._append(item)
+
+    def _append(self, item: MemoryItem) -> None:
+        position = len(self.items)
+        self.items.append(item)
+        self.weights.append(sum(token_weight(t) for t in item.features))
+        self.labels.append(_LABEL_CODE[item.label])
+        for token in item.features:
+            posting = self.postings.get(token)
+            if posting is None:
+                posting = self.postings[token] = _Grow(np.int32)
+            posting.append(position)
+
+    def query(self, features: tuple[str, ...], k: int) -> Similarity:
+        n = len(self.items)
+        if n == 0 or not features:
+            return EMPTY
+        accumulated = np.zeros(n, dtype=np.float64)
+        query_weight = 0.0
+        for token in features:  # sorted order keeps float sums identical everywhere
+            weight = token_weight(token)
+            query_weight += weight
+            posting = self.postings.get(token)
+            if posting is not None:
+                accumulated[posting.view()] += weight
+        candidates = np.flatnonzero(accumulated)
+        if candidates.size == 0:
+            return EMPTY
+        shared = accumulated[candidates]
+        raw = shared / (query_weight + self.weights.view()[candidates] - shared)
+        scores = np.round(raw, SCORE_DECIMALS)
+        top = self._top(candidates, scores, k)
+        labels = self.labels.view()[candidates]
+        return Similarity(
+            top_k=tuple(self._match(candidates[i], scores[i]) for i in top),
+            failure=self._best(candidates, scores, labels, _LABEL_CODE["failure"]),
+            success=self._best(candidates, scores, labels, _LABEL_CODE["success"]),
+        )
+
+    def _match(self, position: Any, score: Any) -> Match:
+        return Match(self.items[int(position)], float(score))
+
+    def _best(self, candidates: Any, scores: Any, labels: Any, code: int) -> Match | None:
+        mask = labels == code
+        if not mask.any():
+            return None
+        positions = np.flatnonzero(mask)
+        best = positions[int(np.argmax(scores[positions]))]  # first max = lowest memory_id
+        return self._match(candidates[best], scores[best])
+
+    @staticmethod
+    def _top(candidates: Any, scores: Any, k: int) -> list[int]:
+        """Indices into `candidates` of the k best, by score desc then memory_id asc."""
+        if k <= 0:
+            return []
+        if scores.size > k:
+            kth = np.partition(scores, scores.size - k)[scores.size - k]
+            above = np.flatnonzero(scores > kth)
+            ties = np.flatnonzero(scores == kth)[: k - above.size]
+            chosen = np.concatenate([above, ties])
+        else:
+            chosen = np.arange(scores.size)
+        # candidates are ascending positions = ascending memory_id, so index order breaks ties.
+        order = np.lexsort((chosen, -scores[chosen]))
+        return [int(chosen[i]) for i in order[:k]]
+
+
+class MemoryIndex:
+    """In-process index of memory items, grouped by (tenant, action type)."""
+
+    def __init__(self, items: Iterable[MemoryItem] = ()) -> None:
+        self._groups: dict[tuple[str, str], _Group] = {}
+        self._lock = threading.Lock()
+        self.last_seq: dict[tuple[str, str], int] = {}
+        for item in items:
+            self.add(item)
+
+    def add(self, item: MemoryItem) -> None:
+        key = (item.tenant_id, item.action_type)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = _Group()
+        group.add(item)
+
+    def size(self, tenant_id: str, action_type: str) -> int:
+        group = self._groups.get((tenant_id, action_type))
+        return len(group.items) if group else 0
+
+    def query(self, tenant_id: str, action_type: str, features: tuple[str, ...], k: int) -> Similarity:
+        group = self._groups.get((tenant_id, action_type))
+        if group is None:
+            return EMPTY
+        return group.query(features, k)
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock

@@ -1,0 +1,26 @@
+"""Storage backends behind one protocol."""
+
+from __future__ import annotations
+
+from lumyn.errors import ConfigError
+from lumyn.store.base import DecisionRow, IdempotencyKey, PolicySnapshot, Store
+from lumyn.store.sqlite import SqliteStore
+
+__all__ = ["DecisionRow", "IdempotencyKey", "PolicySnapshot", "SqliteStore", "Store", "open_store"]
+
+
+def open_store(url: str, *, busy_timeout_ms: int = 5000) -> Store:
+    """`sqlite:///path/to/lumyn.db`, a bare path, or `postgresql://…`."""
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from lumyn.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise ConfigError(
+                f"PostgreSQL storage needs the postgres extra: pip install 'lumyn[postgres]' ({exc})",
+                field="storage_url",
+            ) from None
+        return PostgresStore(url)
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
+    if url.startswith("sqlite://") and not url.startswith("sqlite:///"):
+        raise ConfigError("sqlite URLs look like sqlite:///path/to/lumyn.db", field="storage_url")
+    return SqliteStore(path, busy_timeout_ms=busy_timeout_ms)

@@ -1,0 +1,77 @@
+"""Table definitions shared in spirit by both backends (each speaks its own SQL dialect)."""
+
+SQLITE_MIGRATIONS: dict[int, str] = {
+    1: """
+CREATE TABLE IF NOT EXISTS decisions (
+    decision_id    TEXT PRIMARY KEY,
+    created_at     TEXT NOT NULL,
+    tenant_id      TEXT NOT NULL,
+    action_type    TEXT NOT NULL,
+    verdict        TEXT NOT NULL,
+    policy_hash    TEXT NOT NULL,
+    context_digest TEXT NOT NULL,
+    request_id     TEXT,
+    record         BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_tenant_action ON decisions (tenant_id, action_type);
+CREATE INDEX IF NOT EXISTS decisions_verdict ON decisions (verdict);
+CREATE INDEX IF NOT EXISTS decisions_created_at ON decisions (created_at);
+CREATE INDEX IF NOT EXISTS decisions_context_digest ON decisions (context_digest);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    tenant_id      TEXT NOT NULL,
+    request_id     TEXT NOT NULL,
+    request_digest TEXT NOT NULL,
+    decision_id    TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, request_id)
+);
+CREATE TABLE IF NOT EXISTS decision_events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id    TEXT NOT NULL UNIQUE,
+    decision_id TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    type        TEXT NOT NULL,
+    data        BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decision_events_decision ON decision_events (decision_id, seq);
+CREATE TABLE IF NOT EXISTS memory_items (
+    seq                INTEGER PRIMARY KEY AUTOINCREMENT,
+    memory_id          TEXT NOT NULL UNIQUE,
+    tenant_id          TEXT NOT NULL,
+    action_type        TEXT NOT NULL,
+    label              TEXT NOT NULL,
+    summary            TEXT NOT NULL,
+    source_decision_id TEXT,
+    features           BLOB NOT NULL,
+    created_at         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS memory_items_group ON memory_items (tenant_id, action_type, seq);
+CREATE TABLE IF NOT EXISTS policy_snapshots (
+    policy_hash    TEXT PRIMARY KEY,
+    policy_id      TEXT NOT NULL,
+    policy_version TEXT NOT NULL,
+    text           TEXT NOT NULL,
+    created_at     TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS decisions_no_update BEFORE UPDATE ON decisions
+BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS decisions_no_delete BEFORE DELETE ON decisions
+BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON decision_events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON decision_events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS memory_no_update BEFORE UPDATE ON memory_items
+BEGIN SELECT RAISE(ABORT, 'memory items are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS memory_no_delete BEFORE DELETE ON memory_items
+BEGIN SELECT RAISE(ABORT, 'memory items are append-only'); END;
+""",
+}
+
+EXPECTED_TABLES = (
+    "decisions",
+    "idempotency_keys",
+    "decision_events",
+    "memory_items",
+    "policy_snapshots",
+    "schema_version",
+)

@@ -1,0 +1,462 @@
+"""SQLite backend: one WAL file, synchronous=FULL, group commit.
+
+Writes from concurrent threads are queued; whichever thread takes the write lock first commits
+everything queued in one transaction (one fsync) and hands each caller its own result. A single
+thread pays only an uncontended lock. Reads use one connection per thread.
+
+Any sqlite error becomes StorageUnavailable and drops the connection, so the next call
+reconnects: the store heals by itself when the fault (lock, full disk, permissions) clears.
+After the first successful open the file is never re-created: a deleted or replaced database
+stays a fault instead of silently starting an empty history.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from lumyn.contracts.ids import utc_now
+from lumyn.errors import DecisionNotFound, IdempotencyConflict, LumynError, StorageUnavailable
+from lumyn.memory.index import MemoryItem
+from lumyn.store.base import SCHEMA_VERSION, DecisionRow, IdempotencyKey, PolicySnapshot
+from lumyn.store.schema import EXPECTED_TABLES, SQLITE_MIGRATIONS
+
+Work = Callable[[sqlite3.Connection], Any]
+
+
+class _Op:
+    __slots__ = ("done", "error", "result", "work")
+
+    def __init__(self, work: Work) -> None:
+        self.work = work
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class SqliteStore:
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000,
+                 create: bool = True) -> None:
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self.busy_timeout_ms = busy_timeout_ms
+        self._create = create
+        self._identity: tuple[int, int] | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._write_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Op] = []
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._snapshots: set[str] = set()
+        self._closed = False
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _open(self, *, write: bool) -> sqlite3.Connection:
+        if self._closed:
+            raise StorageUnavailable("store is closed")
+        first = self._identity is None
+        if first and write and self._create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        mode = "rwc" if first and write and self._create else "rw"
+        conn = sqlite3.connect(
+            f"file:{self.path}?mode={mode}", uri=True, isolation_level=None,
+            check_same_thread=False, timeout=self.busy_timeout_ms / 1000,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            if write:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = FULL")
+            self._check_identity()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _check_identity(self) -> None:
+        """Fail if the file was deleted or replaced since we first opened it."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise StorageUnavailable(f"database file {self.path} is missing") from None
+        identity = (st.st_dev, st.st_ino)
+        if self._identity is None:
+            self._identity = identity
+        elif identity != self._identity:
+            raise StorageUnavailable(f"database file {self.path} was replaced")
+
+    def _writer_conn(self) -> sqlite3.Connection:
+        if self._writer is None:
+            conn = self._open(write=True)
+            try:
+                self._migrate(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._writer = conn
+        return self._writer
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._identity is None:
+                self._writer_conn_safely()
+            conn = self._open(write=False)
+            self._local.conn = conn
+            self._readers.append(conn)
+        return conn
+
+    def _writer_conn_safely(self) -> None:
+        with self._write_lock:
+            self._guard(self._writer_conn)
+
+    def _drop_reader(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            _close_quietly(conn)
+
+    def _drop_writer(self) -> None:
+        if self._writer is not None:
+            _close_quietly(self._writer)
+            self._writer = None
+
+    def _guard(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except LumynError:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            self._drop_writer()
+            raise StorageUnavailable(f"sqlite: {exc}") from None
+
+    def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        try:
+            return fn(self._reader())
+        except LumynError:
+            self._drop_reader()
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            self._drop_reader()
+            raise StorageUnavailable(f"sqlite: {exc}") from None
+
+    # -- group commit --------------------------------------------------------------------------
+
+    def _submit(self, work: Work) -> Any:
+        op = _Op(work)
+        with self._queue_lock:
+            self._queue.append(op)
+        with self._write_lock:
+            if not op.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._run(batch)
+        return op.outcome()
+
+    def _run(self, batch: list[_Op]) -> None:
+        try:
+            conn = self._guard(self._writer_conn)
+            self._guard(self._check_identity)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for op in batch:
+                    try:
+                        op.result = op.work(conn)
+                    except LumynError as exc:  # a caller's own error; others still commit
+                        op.error = exc
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    _rollback_quietly(conn)
+                raise
+        except LumynError as exc:
+            self._fail(batch, exc)
+        except (sqlite3.Error, OSError) as exc:
+            self._drop_writer()
+            self._fail(batch, StorageUnavailable(f"sqlite: {exc}"))
+        except BaseException as exc:
+            self._drop_writer()
+            self._fail(batch, StorageUnavailable(f"unexpected storage error: {exc!r}"))
+            raise
+        finally:
+            for op in batch:
+                op.done = True
+
+    @staticmethod
+    def _fail(batch: list[_Op], error: LumynError) -> None:
+        for op in batch:
+            op.result = None
+            op.error = error
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    def _migrate(self, conn: sqlite3.Connection) -> list[str]:
+        done: list[str] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            for version in sorted(SQLITE_MIGRATIONS):
+                if version > current:
+                    for statement in _statements(SQLITE_MIGRATIONS[version]):
+                        conn.execute(statement)
+                    conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version, utc_now()))
+                    done.append(f"applied schema migration {version}")
+            missing = _missing_tables(conn)
+            if missing:  # tables dropped behind our back: recreate them idempotently
+                for statement in _statements(SQLITE_MIGRATIONS[SCHEMA_VERSION]):
+                    conn.execute(statement)
+                done.append("recreated missing tables: " + ", ".join(missing))
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback_quietly(conn)
+            raise
+        return done
+
+    def ensure_schema(self) -> list[str]:
+        with self._write_lock:
+            self._drop_writer()
+            conn = self._guard(lambda: self._open(write=True))
+            try:
+                done: list[str] = self._guard(lambda: self._migrate(conn))
+            finally:
+                conn.close()
+        return done
+
+    def schema_version(self) -> int | None:
+        def fn(conn: sqlite3.Connection) -> int | None:
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            return int(row[0]) if row and row[0] is not None else None
+
+        result: int | None = self._read(fn)
+        return result
+
+    def check(self) -> list[str]:
+        def fn(conn: sqlite3.Connection) -> list[str]:
+            problems = [r[0] for r in conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
+            missing = _missing_tables(conn)
+            if missing:
+                problems.append("missing tables: " + ", ".join(missing))
+            return problems
+
+        result: list[str] = self._read(fn)
+        return result
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    def append_decision(
+        self, row: DecisionRow, key: IdempotencyKey | None, policy: PolicySnapshot
+    ) -> bytes:
+        def work(conn: sqlite3.Connection) -> bytes:
+            if key is not None:
+                found = conn.execute(
+                    "SELECT k.request_digest, d.record FROM idempotency_keys k "
+                    "JOIN decisions d ON d.decision_id = k.decision_id "
+                    "WHERE k.tenant_id = ? AND k.request_id = ?",
+                    (key.tenant_id, key.request_id),
+                ).fetchone()
+                if found is not None:
+                    if found[0] != key.request_digest:
+                        raise _conflict(key, found[1])
+                    return bytes(found[1])
+            conn.execute(
+                "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (row.decision_id, row.created_at, row.tenant_id, row.action_type, row.verdict,
+                 row.policy_hash, row.context_digest, row.request_id, row.record_json),
+            )
+            if key is not None:
+                conn.execute(
+                    "INSERT INTO idempotency_keys VALUES (?, ?, ?, ?)",
+                    (key.tenant_id, key.request_id, key.request_digest, row.decision_id),
+                )
+            if policy.policy_hash not in self._snapshots:
+                conn.execute(
+                    "INSERT OR IGNORE INTO policy_snapshots VALUES (?, ?, ?, ?, ?)",
+                    (policy.policy_hash, policy.policy_id, policy.policy_version, policy.text,
+                     row.created_at),
+                )
+            return row.record_json
+
+        result: bytes = self._submit(work)
+        self._snapshots.add(policy.policy_hash)
+        return result
+
+    def find_idempotent(self, tenant_id: str, request_id: str) -> tuple[str, bytes] | None:
+        def fn(conn: sqlite3.Connection) -> tuple[str, bytes] | None:
+            found = conn.execute(
+                "SELECT k.request_digest, d.record FROM idempotency_keys k "
+                "JOIN decisions d ON d.decision_id = k.decision_id "
+                "WHERE k.tenant_id = ? AND k.request_id = ?",
+                (tenant_id, request_id),
+            ).fetchone()
+            return (found[0], bytes(found[1])) if found else None
+
+        result: tuple[str, bytes] | None = self._read(fn)
+        return result
+
+    def get_decision(self, decision_id: str) -> tuple[str, bytes] | None:
+        def fn(conn: sqlite3.Connection) -> tuple[str, bytes] | None:
+            found = conn.execute(
+                "SELECT tenant_id, record FROM decisions WHERE decision_id = ?", (decision_id,)
+            ).fetchone()
+            return (found[0], bytes(found[1])) if found else None
+
+        result: tuple[str, bytes] | None = self._read(fn)
+        return result
+
+    # -- events and memory ------------------------------------------------------------------------
+
+    def append_event(self, decision_id: str, event: dict[str, Any], memory: MemoryItem | None) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            exists = conn.execute(
+                "SELECT 1 FROM decisions WHERE decision_id = ?", (decision_id,)
+            ).fetchone()
+            if exists is None:
+                raise DecisionNotFound(f"no decision {decision_id}", field="decision_id")
+            conn.execute(
+                "INSERT INTO decision_events (event_id, decision_id, at, type, data) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (event["event_id"], decision_id, event["at"], event["type"],
+                 orjson.dumps(event.get("data"))),
+            )
+            if memory is not None:
+                conn.execute(
+                    "INSERT INTO memory_items (memory_id, tenant_id, action_type, label, summary, "
+                    "source_decision_id, features, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (memory.memory_id, memory.tenant_id, memory.action_type, memory.label,
+                     memory.summary, memory.source_decision_id,
+                     orjson.dumps(list(memory.features)), memory.created_at or event["at"]),
+                )
+
+        self._submit(work)
+
+    def list_events(self, decision_id: str) -> list[dict[str, Any]]:
+        def fn(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT event_id, at, type, data FROM decision_events "
+                "WHERE decision_id = ? ORDER BY seq",
+                (decision_id,),
+            ).fetchall()
+            return [
+                {"event_id": r[0], "at": r[1], "type": r[2], "data": orjson.loads(r[3])}
+                for r in rows
+            ]
+
+        result: list[dict[str, Any]] = self._read(fn)
+        return result
+
+    def memory_items_since(
+        self, tenant_id: str, action_type: str, after_seq: int
+    ) -> list[tuple[int, MemoryItem]]:
+        def fn(conn: sqlite3.Connection) -> list[tuple[int, MemoryItem]]:
+            rows = conn.execute(
+                "SELECT seq, memory_id, label, summary, source_decision_id, features, created_at "
+                "FROM memory_items WHERE tenant_id = ? AND action_type = ? AND seq > ? "
+                "ORDER BY seq",
+                (tenant_id, action_type, after_seq),
+            ).fetchall()
+            return [
+                (r[0], MemoryItem(r[1], tenant_id, action_type, r[2], r[3],
+                                  tuple(orjson.loads(r[5])), r[4], r[6]))
+                for r in rows
+            ]
+
+        result: list[tuple[int, MemoryItem]] = self._read(fn)
+        return result
+
+    def get_memory_items(self, memory_ids: list[str]) -> list[MemoryItem]:
+        if not memory_ids:
+            return []
+
+        def fn(conn: sqlite3.Connection) -> list[MemoryItem]:
+            marks = ",".join("?" * len(memory_ids))
+            rows = conn.execute(
+                "SELECT memory_id, tenant_id, action_type, label, summary, source_decision_id, "
+                f"features, created_at FROM memory_items WHERE memory_id IN ({marks}) "
+                "ORDER BY memory_id",
+                memory_ids,
+            ).fetchall()
+            return [
+                MemoryItem(r[0], r[1], r[2], r[3], r[4], tuple(orjson.loads(r[6])), r[5], r[7])
+                for r in rows
+            ]
+
+        result: list[MemoryItem] = self._read(fn)
+        return result
+
+    def get_policy_text(self, policy_hash: str) -> str | None:
+        def fn(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT text FROM policy_snapshots WHERE policy_hash = ?", (policy_hash,)
+            ).fetchone()
+            return str(row[0]) if row else None
+
+        result: str | None = self._read(fn)
+        return result
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._closed = True
+            self._drop_writer()
+            for conn in self._readers:
+                _close_quietly(conn)
+            self._readers.clear()
+
+
+def _conflict(key: IdempotencyKey, record_json: bytes) -> IdempotencyConflict:
+    existing = orjson.loads(record_json)["decision_id"]
+    return IdempotencyConflict(
+        f"request_id '{key.request_id}' was already used for a different request "
+        f"(decision {existing})",
+        existing_decision_id=existing,
+    )
+
+
+def _statements(script: str) -> list[str]:
+    # Triggers contain ';' inside BEGIN…END, so split on the statement terminator lines.
+    parts, current = [], []
+    for line in script.strip().splitlines():
+        current.append(line)
+        stripped = line.strip()
+        if stripped.endswith(";") and (not stripped.startswith("BEGIN") or stripped.endswith("END;")):
+            parts.append("\n".join(current))
+            current = []
+    if current:
+        parts.append("\n".join(current))
+    return [p for p in parts if p.strip()]
+
+
+def _missing_tables(conn: sqlite3.Connection) -> list[str]:
+    present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return [name for name in EXPECTED_TABLES if name not in present]
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    try:
+        conn.close()
+    except sqlite3.Error:
+        pass
+
+
+def _rollback_quietly(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
