@@ -16,7 +16,6 @@ from lumyn.engine.memory import MemoryView
 from lumyn.engine.normalize import normalize_request, tenant_of
 from lumyn.errors import (
     DecisionNotFound,
-    IdempotencyConflict,
     InvalidEvent,
     RequestInvalid,
     StorageUnavailable,
@@ -73,17 +72,18 @@ class Lumyn:
             else None
         )
         try:
-            if key is not None:
-                found = self.store.find_idempotent(tenant, key.request_id)
-                if found is not None:
-                    return self._replayed(key, found)
+            # Idempotency is settled inside the write transaction (append_decision), which
+            # returns the stored record for a retry; no separate read on the hot path.
+            tokens = request_features(persisted)
             similarity = self.memory.lookup(
-                tenant, persisted["action"]["type"], request_features(persisted), self.config.top_k
+                tenant, persisted["action"]["type"], tokens, self.config.top_k
             )
         except StorageUnavailable as exc:
             return self._unavailable(persisted, mode, exc)
 
-        record = self._new_record(assess(self.policy, persisted, tenant, similarity, mode, self.config.top_k))
+        record = self._new_record(assess(
+                self.policy, persisted, tenant, similarity, mode, self.config.top_k, tokens
+            ))
         if dry_run:
             record["extensions"] = {"lumyn": {"dry_run": True, "persisted": False}}
             return record
@@ -97,17 +97,6 @@ class Lumyn:
         if stored is not record_json:  # an identical concurrent request won the race
             result: dict[str, Any] = orjson.loads(stored)
             return result
-        return record
-
-    def _replayed(self, key: IdempotencyKey, found: tuple[str, bytes]) -> dict[str, Any]:
-        stored_digest, record_json = found
-        record: dict[str, Any] = orjson.loads(record_json)
-        if stored_digest != key.request_digest:
-            raise IdempotencyConflict(
-                f"request_id '{key.request_id}' was already used for a different request "
-                f"(decision {record['decision_id']})",
-                existing_decision_id=record["decision_id"],
-            )
         return record
 
     def _new_record(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -32,35 +32,43 @@ class _Fallback(Exception):
     pass
 
 
+class CanonicalDict(dict):  # type: ignore[type-arg]
+    """A dict parsed from canonical bytes by the fast path: every value in it is already in
+    the form orjson writes exactly as JCS does, so later canonicalisations skip its subtree.
+    Only additions of strings, booleans, None, or further CanonicalDicts keep that true."""
+
+
 def _prepare(value: Any) -> Any:
-    if isinstance(value, str) or value is None or value is True or value is False:
+    kind = type(value)
+    if kind is str or kind is bool or value is None or kind is CanonicalDict:
         return value
-    if isinstance(value, int):
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            # orjson sorts by code point, JCS by UTF-16 unit: equal below the surrogate range.
+            if type(key) is not str or (not key.isascii() and key and max(key) >= "\ud800"):
+                raise _Fallback
+            kind = type(item)
+            out[key] = (
+                item if kind is str or kind is bool or item is None or kind is CanonicalDict
+                else _prepare(item)
+            )
+        return out
+    if kind is list or kind is tuple:
+        return [_prepare(item) for item in value]
+    if kind is int:
         if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT:
             return value
         raise _Fallback
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise _Fallback
+    if kind is float:
         if value.is_integer():
             if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT:
                 return int(value)
             raise _Fallback
-        magnitude = abs(value)
-        if 1e-4 <= magnitude < 1e16:
+        if 1e-4 <= abs(value) < 1e16:  # also rejects NaN and infinities
             return value
         raise _Fallback
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            # orjson sorts by code point, JCS by UTF-16 unit: equal below the surrogate range.
-            if not isinstance(key, str) or (key and max(key) >= "\ud800"):
-                raise _Fallback
-            out[key] = _prepare(item)
-        return out
-    if isinstance(value, list | tuple):
-        return [_prepare(item) for item in value]
-    raise _Fallback
+    raise _Fallback  # subclasses and other types: let the reference implementation decide
 
 
 def canonical_bytes(value: Any) -> bytes:
@@ -73,6 +81,18 @@ def canonical_bytes(value: Any) -> bytes:
         return bytes(rfc8785.dumps(value))
     except Exception as exc:  # rfc8785 raises several unrelated types
         raise CanonicalizationError(_describe(value) or str(exc), _find_bad_path(value)) from None
+
+
+def canonical_copy(value: Any) -> tuple[bytes, Any]:
+    """Canonical bytes of `value` and a private copy parsed back from them (a CanonicalDict
+    when the fast path applied, so canonicalising it again is nearly free)."""
+    try:
+        raw = orjson.dumps(_prepare(value), option=_SORT)
+    except (_Fallback, orjson.JSONEncodeError, TypeError):
+        raw = canonical_bytes(value)
+        return raw, orjson.loads(raw)
+    copy = orjson.loads(raw)
+    return raw, CanonicalDict(copy) if isinstance(copy, dict) else copy
 
 
 def reference_canonical_bytes(value: Any) -> bytes:

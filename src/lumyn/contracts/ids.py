@@ -15,4 +15,7 @@ def new_id() -> str:
 def utc_now() -> str:
     """RFC 3339 UTC timestamp with millisecond precision, `Z` suffix."""
     now = datetime.now(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    return (
+        f"{now.year:04d}-{now.month:02d}-{now.day:02d}T{now.hour:02d}:{now.minute:02d}:"
+        f"{now.second:02d}.{now.microsecond // 1000:03d}Z"
+    )

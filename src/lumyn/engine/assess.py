@@ -49,16 +49,18 @@ def assess(
     similarity: Similarity,
     mode: str,
     top_k: int,
+    memory_tokens: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """Every record field except decision_id, created_at and schema_version."""
+    """Every record field except decision_id, created_at and schema_version.
+    `memory_tokens` is request_features(request), passed in when the caller has it."""
     facts = build_facts(request, tenant_id, similarity.failure_score, similarity.success_score)
     evaluation = evaluate(policy, facts)
     considered = similarity.considered()
-    snapshot = digest([item.snapshot_entry() for item in considered])
+    snapshot = similarity.snapshot_digest()
     features = {
         "amount_usd": facts.get("amount_usd"),
         "missing_evidence": list(evaluation.missing_evidence),
-        "memory_features": list(request_features(request)),
+        "memory_features": list(memory_tokens or request_features(request)),
         "failure_similarity_score": similarity.failure_score,
         "success_similarity_score": similarity.success_score,
     }

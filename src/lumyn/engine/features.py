@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from lumyn.policy.conditions import is_number
-
 
 def amount_usd(request: dict[str, Any]) -> float | None:
     """amount.value in USD; converted with evidence.fx_rate_to_usd when that is a number."""
@@ -13,12 +11,12 @@ def amount_usd(request: dict[str, Any]) -> float | None:
     if not isinstance(amount, dict):
         return None
     value, currency = amount.get("value"), amount.get("currency")
-    if not is_number(value):
+    if not isinstance(value, int | float) or isinstance(value, bool):
         return None
     if currency == "USD":
         return float(value)
     rate = (request.get("evidence") or {}).get("fx_rate_to_usd")
-    if is_number(rate):
+    if isinstance(rate, int | float) and not isinstance(rate, bool):
         return float(value) * float(rate)
     return None
 

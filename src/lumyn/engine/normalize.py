@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from lumyn.contracts.canonical import CanonicalizationError, canonical_bytes, digest, sha256_digest
+from lumyn.contracts.canonical import (
+    CanonicalizationError,
+    canonical_bytes,
+    canonical_copy,
+    digest,
+    sha256_digest,
+)
 from lumyn.contracts.schemas import validate_request
 from lumyn.errors import ContextDigestMismatch, RequestInvalid
 
@@ -50,11 +54,10 @@ def normalize_request(request: Any, redaction_profile: str = "default") -> Norma
         raise RequestInvalid("a DecisionRequest must be a JSON object", field="(root)")
     validate_request(request)
     try:
-        raw = canonical_bytes(request)
+        raw, persisted = canonical_copy(request)  # a private, canonical copy
     except CanonicalizationError as exc:
         field = exc.path.lstrip("/").replace("/", ".") or "(root)"
         raise RequestInvalid(str(exc), field=field) from None
-    persisted: dict[str, Any] = orjson.loads(raw)  # a private, canonical copy
     context = persisted["context"]
     if context["mode"] == "inline":
         actual = digest(context["inline"])
@@ -74,9 +77,8 @@ def _redact(context: dict[str, Any], profile: str) -> list[str]:
     if profile == "off":
         return []
     if profile == "strict":
-        removed = [f"/context/inline/{_escape(k)}" for k in sorted(inline)]
         context["inline"] = {}
-        return removed
+        return [f"/context/inline/{_escape(k)}" for k in sorted(inline)]
     removed: list[str] = []
     _redact_tree(inline, "/context/inline", removed)
     return sorted(removed)

@@ -1,7 +1,7 @@
 """Experience Memory: labeled outcomes turned into similarity signals for new decisions."""
 
 from lumyn.memory.features import memory_features
-from lumyn.memory.index import LABELS, EMPTY, Match, MemoryIndex, MemoryItem, Similarity
+from lumyn.memory.index import EMPTY, LABELS, Match, MemoryIndex, MemoryItem, Similarity
 
 __all__ = [
     "EMPTY",

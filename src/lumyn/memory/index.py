@@ -98,10 +98,14 @@ class Similarity:
         return [items[key] for key in sorted(items)]
 
     def snapshot_digest(self) -> str:
-        return digest([item.snapshot_entry() for item in self.considered()])
+        considered = self.considered()
+        if not considered:
+            return _EMPTY_SNAPSHOT
+        return digest([item.snapshot_entry() for item in considered])
 
 
 EMPTY = Similarity((), None, None)
+_EMPTY_SNAPSHOT = digest([])
 
 
 class _Grow:

@@ -109,10 +109,7 @@ def validate_policy_data(loaded: LoadedYaml) -> list[Problem]:
 
 
 def _key_name(path: tuple[Any, ...]) -> str | None:
-    if len(path) >= 2 and path[0] == "rules":
-        rest = path[2:]
-    else:
-        rest = path
+    rest = path[2:] if len(path) >= 2 and path[0] == "rules" else path
     return ".".join(str(p) for p in rest) or None
 
 
@@ -320,17 +317,23 @@ def _compile_selector(when: dict[str, Any]) -> Predicate:
     for key, fact in (("action_type", "action.type"), ("subject_type", "subject.type"),
                       ("tenant_id", "tenant_id")):
         if key in when:
-            wanted = when[key]
-            checks.append(lambda f, fact=fact, wanted=wanted: f.get(fact) == wanted)
+            checks.append(_equals(fact, when[key]))
         if f"{key}_in" in when:
-            allowed = frozenset(when[f"{key}_in"])
-            checks.append(lambda f, fact=fact, allowed=allowed: f.get(fact) in allowed)
+            checks.append(_member(fact, frozenset(when[f"{key}_in"])))
     if "tag" in when:
         tag = when["tag"]
         checks.append(lambda f: tag in (f.get("action.tags") or ()))
     if not checks:
         return _always
     return _all_of(checks)
+
+
+def _equals(fact: str, wanted: Any) -> Predicate:
+    return lambda f: bool(f.get(fact) == wanted)
+
+
+def _member(fact: str, allowed: frozenset[Any]) -> Predicate:
+    return lambda f: f.get(fact) in allowed
 
 
 def _always(_: Facts) -> bool:

@@ -13,13 +13,14 @@ def open_store(url: str, *, busy_timeout_ms: int = 5000) -> Store:
     """`sqlite:///path/to/lumyn.db`, a bare path, or `postgresql://…`."""
     if url.startswith(("postgresql://", "postgres://")):
         try:
-            from lumyn.store.postgres import PostgresStore
+            from lumyn.store.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:
             raise ConfigError(
                 f"PostgreSQL storage needs the postgres extra: pip install 'lumyn[postgres]' ({exc})",
                 field="storage_url",
             ) from None
-        return PostgresStore(url)
+        store: Store = PostgresStore(url)
+        return store
     path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
     if url.startswith("sqlite://") and not url.startswith("sqlite:///"):
         raise ConfigError("sqlite URLs look like sqlite:///path/to/lumyn.db", field="storage_url")

@@ -41,10 +41,17 @@ class DecisionRow:
     policy_hash: str
     context_digest: str
     request_id: str | None
+    request_digest: str | None
     record_json: bytes
 
     @classmethod
-    def from_record(cls, record: dict[str, Any], tenant_id: str, record_json: bytes) -> DecisionRow:
+    def from_record(
+        cls,
+        record: dict[str, Any],
+        tenant_id: str,
+        record_json: bytes,
+        request_digest: str | None = None,
+    ) -> DecisionRow:
         request = record["request"]
         return cls(
             decision_id=record["decision_id"],
@@ -55,6 +62,7 @@ class DecisionRow:
             policy_hash=record["policy"]["policy_hash"],
             context_digest=request["context"]["digest"],
             request_id=request.get("request_id"),
+            request_digest=request_digest,
             record_json=record_json,
         )
 

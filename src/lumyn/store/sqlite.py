@@ -12,6 +12,7 @@ stays a fault instead of silently starting an empty history.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -265,27 +266,27 @@ class SqliteStore:
         self, row: DecisionRow, key: IdempotencyKey | None, policy: PolicySnapshot
     ) -> bytes:
         def work(conn: sqlite3.Connection) -> bytes:
-            if key is not None:
+            try:
+                conn.execute(
+                    "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (row.decision_id, row.created_at, row.tenant_id, row.action_type,
+                     row.verdict, row.policy_hash, row.context_digest,
+                     key.request_id if key else None, key.request_digest if key else None,
+                     row.record_json),
+                )
+            except sqlite3.IntegrityError:
+                if key is None:
+                    raise
                 found = conn.execute(
-                    "SELECT k.request_digest, d.record FROM idempotency_keys k "
-                    "JOIN decisions d ON d.decision_id = k.decision_id "
-                    "WHERE k.tenant_id = ? AND k.request_id = ?",
+                    "SELECT request_digest, record FROM decisions "
+                    "WHERE tenant_id = ? AND request_id = ?",
                     (key.tenant_id, key.request_id),
                 ).fetchone()
-                if found is not None:
-                    if found[0] != key.request_digest:
-                        raise _conflict(key, found[1])
-                    return bytes(found[1])
-            conn.execute(
-                "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (row.decision_id, row.created_at, row.tenant_id, row.action_type, row.verdict,
-                 row.policy_hash, row.context_digest, row.request_id, row.record_json),
-            )
-            if key is not None:
-                conn.execute(
-                    "INSERT INTO idempotency_keys VALUES (?, ?, ?, ?)",
-                    (key.tenant_id, key.request_id, key.request_digest, row.decision_id),
-                )
+                if found is None:
+                    raise
+                if found[0] != key.request_digest:
+                    raise _conflict(key, found[1]) from None
+                return bytes(found[1])  # a retry: the stored record, nothing written
             if policy.policy_hash not in self._snapshots:
                 conn.execute(
                     "INSERT OR IGNORE INTO policy_snapshots VALUES (?, ?, ?, ?, ?)",
@@ -301,9 +302,7 @@ class SqliteStore:
     def find_idempotent(self, tenant_id: str, request_id: str) -> tuple[str, bytes] | None:
         def fn(conn: sqlite3.Connection) -> tuple[str, bytes] | None:
             found = conn.execute(
-                "SELECT k.request_digest, d.record FROM idempotency_keys k "
-                "JOIN decisions d ON d.decision_id = k.decision_id "
-                "WHERE k.tenant_id = ? AND k.request_id = ?",
+                "SELECT request_digest, record FROM decisions WHERE tenant_id = ? AND request_id = ?",
                 (tenant_id, request_id),
             ).fetchone()
             return (found[0], bytes(found[1])) if found else None
@@ -449,14 +448,10 @@ def _missing_tables(conn: sqlite3.Connection) -> list[str]:
 
 
 def _close_quietly(conn: sqlite3.Connection) -> None:
-    try:
+    with contextlib.suppress(sqlite3.Error):
         conn.close()
-    except sqlite3.Error:
-        pass
 
 
 def _rollback_quietly(conn: sqlite3.Connection) -> None:
-    try:
+    with contextlib.suppress(sqlite3.Error):
         conn.execute("ROLLBACK")
-    except sqlite3.Error:
-        pass
