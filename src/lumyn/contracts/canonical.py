@@ -90,9 +90,21 @@ def canonical_copy(value: Any) -> tuple[bytes, Any]:
         raw = orjson.dumps(_prepare(value), option=_SORT)
     except (_Fallback, orjson.JSONEncodeError, TypeError):
         raw = canonical_bytes(value)
-        return raw, orjson.loads(raw)
+        return raw, _unsafe_ints_to_floats(orjson.loads(raw))
     copy = orjson.loads(raw)
     return raw, CanonicalDict(copy) if isinstance(copy, dict) else copy
+
+
+def _unsafe_ints_to_floats(value: Any) -> Any:
+    # JCS writes large integral floats as bare digits; read back, they must stay floats
+    # (integers beyond ±2^53-1 have no canonical form).
+    if type(value) is int and not -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT:
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _unsafe_ints_to_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unsafe_ints_to_floats(v) for v in value]
+    return value
 
 
 def reference_canonical_bytes(value: Any) -> bytes:
