@@ -1,7 +1,7 @@
 """Read policy YAML safely into JSON-equivalent data plus a map of where each value sits.
 
 The YAML is composed to nodes (C loader when available), never constructed from arbitrary
-tags: anchors/aliases, Python tags, binary and sets are rejected, and size/depth are bounded,
+tags: Python tags, binary and sets are rejected; size, depth and alias expansion are bounded,
 so a hostile file fails fast instead of hanging or executing anything.
 """
 
@@ -83,8 +83,7 @@ def load_yaml(text: str) -> LoadedYaml:
     if node is None:
         raise YamlRejected(Problem("policy file is empty"))
     loaded = LoadedYaml(data=None)
-    seen: set[int] = set()
-    loaded.data = _convert(node, (), loaded, seen, 0)
+    loaded.data = _convert(node, (), loaded, [0], 0)
     return loaded
 
 
@@ -92,12 +91,14 @@ def _line(node: yaml.Node) -> int:
     return int(node.start_mark.line) + 1
 
 
-def _convert(node: yaml.Node, path: Path, out: LoadedYaml, seen: set[int], depth: int) -> Any:
-    if id(node) in seen:
-        raise YamlRejected(Problem("YAML anchors and aliases are not allowed", line=_line(node)))
-    seen.add(id(node))
-    if len(seen) > MAX_NODES:
-        raise YamlRejected(Problem(f"policy has more than {MAX_NODES} YAML nodes"))
+def _convert(node: yaml.Node, path: Path, out: LoadedYaml, count: list[int], depth: int) -> Any:
+    # Aliases are expanded as they are visited, so counting visits bounds an alias bomb
+    # ("billion laughs") and the depth limit stops self-referencing aliases.
+    count[0] += 1
+    if count[0] > MAX_NODES:
+        raise YamlRejected(
+            Problem(f"policy expands to more than {MAX_NODES} YAML nodes (alias bomb?)")
+        )
     if depth > MAX_DEPTH:
         raise YamlRejected(Problem(f"policy nests deeper than {MAX_DEPTH} levels", line=_line(node)))
     out.lines.setdefault(path, _line(node))
@@ -112,13 +113,13 @@ def _convert(node: yaml.Node, path: Path, out: LoadedYaml, seen: set[int], depth
             if key in result:
                 raise YamlRejected(Problem(f"duplicate key '{key}'", line=_line(key_node)))
             out.lines[(*path, key)] = _line(key_node)
-            result[key] = _convert(value_node, (*path, key), out, seen, depth + 1)
+            result[key] = _convert(value_node, (*path, key), out, count, depth + 1)
         return result
     if isinstance(node, yaml.SequenceNode):
         if node.tag != "tag:yaml.org,2002:seq":
             raise _bad_tag(node)
         return [
-            _convert(item, (*path, index), out, seen, depth + 1)
+            _convert(item, (*path, index), out, count, depth + 1)
             for index, item in enumerate(node.value)
         ]
     return _scalar(node)
