@@ -1,0 +1,95 @@
+"""The shipped JSON Schemas: the seed README's record example is valid, and they are strict."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from lumyn.contracts import validate_record, validate_request
+from lumyn.contracts.schemas import load_schema
+from lumyn.errors import RequestInvalid
+
+README_RECORD: dict[str, Any] = {
+    "schema_version": "decision_record.v0",
+    "decision_id": "01JZ1S7Y1NQ2A0D5JQK2Q2P3X4",
+    "created_at": "2025-12-15T10:00:00Z",
+    "request": {
+        "schema_version": "decision_request.v0",
+        "subject": {"type": "service", "id": "support-agent", "tenant_id": "acme"},
+        "action": {
+            "type": "support.refund",
+            "intent": "Refund duplicate charge for order 82731",
+            "target": {"system": "stripe", "resource_type": "charge", "resource_id": "ch_123"},
+            "amount": {"value": 201.0, "currency": "USD"},
+            "tags": ["duplicate_charge"],
+        },
+        "evidence": {"ticket_id": "ZD-1001", "order_id": "82731", "customer_id": "C-9"},
+        "context": {"mode": "digest_only", "digest": "sha256:" + "a" * 64},
+    },
+    "policy": {
+        "policy_id": "lumyn-support",
+        "policy_version": "0.1.0",
+        "policy_hash": "sha256:" + "b" * 64,
+        "mode": "enforce",
+    },
+    "verdict": "ESCALATE",
+    "reason_codes": ["REFUND_OVER_ESCALATION_LIMIT"],
+    "matched_rules": [
+        {"rule_id": "R008", "stage": "ESCALATIONS", "effect": "ESCALATE",
+         "reason_codes": ["REFUND_OVER_ESCALATION_LIMIT"]}
+    ],
+    "risk_signals": {
+        "uncertainty_score": 0.12,
+        "failure_similarity": {"score": 0.07, "top_k": []},
+    },
+    "determinism": {
+        "engine_version": "0.1.0",
+        "evaluation_order": ["REQUIREMENTS", "HARD_BLOCKS", "ESCALATIONS", "TRUST_PATHS", "DEFAULT"],
+        "inputs_digest": "sha256:" + "c" * 64,
+    },
+}
+
+
+def test_seed_readme_record_example_is_valid() -> None:
+    validate_record(README_RECORD)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda r: r.update(verdict="MAYBE"),
+        lambda r: r.update(reason_codes=[]),
+        lambda r: r.update(reason_codes=["lower_case"]),
+        lambda r: r.update(extra_field=1),
+        lambda r: r["risk_signals"].update(uncertainty_score=1.5),
+        lambda r: r["determinism"].update(evaluation_order=["DEFAULT"]),
+        lambda r: r.update(decision_id="not-a-ulid"),
+        lambda r: r["request"]["action"].update(type="NoDots"),
+        lambda r: r.update(queries=[{"field": "x", "question": "y"}]),  # not a QUERY verdict
+    ],
+)
+def test_record_schema_rejects_broken_records(mutate: Any) -> None:
+    record = copy.deepcopy(README_RECORD)
+    mutate(record)
+    with pytest.raises(ValueError):
+        validate_record(record)
+
+
+def test_schemas_declare_draft_2020_12_and_are_closed() -> None:
+    for name in ("decision_request.v0.schema.json", "decision_record.v0.schema.json",
+                 "policy.v0.schema.json"):
+        schema = load_schema(name)
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+        assert schema["additionalProperties"] is False
+
+
+def test_reference_mode_needs_a_ref() -> None:
+    request = copy.deepcopy(README_RECORD["request"])
+    request["context"] = {"mode": "reference", "digest": "sha256:" + "a" * 64}
+    with pytest.raises(RequestInvalid) as info:
+        validate_request(request)
+    assert info.value.field == "context"
+    request["context"]["ref"] = {"kind": "s3", "id": "ctx-1"}
+    validate_request(request)
