@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from lumyn.errors import (
     RequestInvalid,
 )
 from lumyn.policy import compile_policy
+from lumyn.store.sqlite import FULL_CHECK_S
 
 
 @pytest.fixture
@@ -245,6 +247,17 @@ def test_failure_label_turns_the_next_similar_trust_into_escalate(lumyn: Lumyn) 
     assert [e["type"] for e in logged] == ["label"]
 
 
+def test_labels_from_another_connection_are_seen_at_once(tmp_path: Path, lumyn: Lumyn) -> None:
+    # A second gateway on the same file stands in for another process (its own connections).
+    first = lumyn.decide(request())
+    assert lumyn.decide(request(evidence__ticket_id="ZD-3"))["verdict"] == "TRUST"
+    other = Lumyn(LumynConfig(store_path=str(tmp_path / "ws" / "lumyn.db"),
+                              policy_path=lumyn.config.policy_path))
+    other.label(first["decision_id"], "failure", "seen elsewhere")
+    assert lumyn.decide(request(evidence__ticket_id="ZD-4"))["verdict"] == "ESCALATE"
+    other.close()
+
+
 def test_events_require_known_types_labels_and_decisions(lumyn: Lumyn) -> None:
     record = lumyn.decide(request())
     with pytest.raises(InvalidEvent):
@@ -320,19 +333,31 @@ def test_missing_directory_that_cannot_be_created_abstains(tmp_path: Path, polic
         assert_storage_unavailable(lumyn.decide(request()))
 
 
-def test_deleted_database_abstains_instead_of_starting_empty(tmp_path: Path, policy_path: Path) -> None:
+def test_moved_database_abstains_instead_of_starting_empty(tmp_path: Path, policy_path: Path) -> None:
     folder = tmp_path / "gone"
     with Lumyn(LumynConfig(store_path=str(folder / "lumyn.db"),
                            policy_path=str(policy_path))) as lumyn:
         first = lumyn.decide(request())
         moved = tmp_path / "moved"
         folder.rename(moved)
+        time.sleep(FULL_CHECK_S + 0.1)  # the path is re-resolved at most this often
         assert_storage_unavailable(lumyn.decide(request()))
         assert not folder.exists()  # nothing silently re-created
         moved.rename(folder)
         again = lumyn.decide(request())
         assert again["verdict"] == "TRUST"
         assert lumyn.get_decision(first["decision_id"])
+
+
+def test_deleted_database_file_abstains_at_once(tmp_path: Path, policy_path: Path) -> None:
+    db = tmp_path / "del" / "lumyn.db"
+    with Lumyn(LumynConfig(store_path=str(db), policy_path=str(policy_path))) as lumyn:
+        lumyn.decide(request())
+        for path in db.parent.iterdir():
+            path.unlink()
+        assert_storage_unavailable(lumyn.decide(request()))
+        assert_storage_unavailable(lumyn.decide(request()))
+        assert not db.exists()
 
 
 def test_decisions_are_append_only_in_the_database(lumyn: Lumyn, tmp_path: Path) -> None:

@@ -41,7 +41,8 @@ def _narrowed_queries(rule: CompiledRule, missing: tuple[str, ...]) -> tuple[Que
 def evaluate(policy: CompiledPolicy, facts: Facts) -> Evaluation:
     missing = missing_evidence(policy, facts)
     matched: list[tuple[CompiledRule, tuple[Query, ...]]] = []
-    for rule in policy.rules:  # compiled in stage order, file order within a stage
+    # Rules come in stage order, file order within a stage; the full selector still runs.
+    for rule in policy.rules_for(str(facts.get("action.type"))):
         if not rule.selector(facts):
             continue
         if rule.requirements_only:

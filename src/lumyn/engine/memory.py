@@ -2,6 +2,7 @@
 
 Before each lookup the index pulls any items added since it last looked (by this or another
 process or replica) with one indexed range query, so labels anywhere are seen everywhere.
+Backends that offer `memory_change_token()` let it skip that query when nothing changed.
 """
 
 from __future__ import annotations
@@ -17,14 +18,20 @@ class MemoryView:
         self.store = store
         self.index = MemoryIndex()
         self._seen: dict[tuple[str, str], int] = {}
+        self._tokens: dict[tuple[str, str], object] = {}
         self._lock = threading.Lock()
+        self._token_of = getattr(store, "memory_change_token", None)
 
     def lookup(self, tenant_id: str, action_type: str, features: tuple[str, ...],
                k: int) -> Similarity:
         key = (tenant_id, action_type)
         with self._lock:
-            rows = self.store.memory_items_since(tenant_id, action_type, self._seen.get(key, 0))
-            for seq, item in rows:
-                self.index.add(item)
-                self._seen[key] = seq
+            # A backend that can tell "nothing changed since you last looked" saves the query.
+            token = self._token_of() if self._token_of else None
+            if token is None or self._tokens.get(key) != token:
+                rows = self.store.memory_items_since(tenant_id, action_type, self._seen.get(key, 0))
+                for seq, item in rows:
+                    self.index.add(item)
+                    self._seen[key] = seq
+                self._tokens[key] = token
             return self.index.query(tenant_id, action_type, features, k)

@@ -250,10 +250,19 @@ def _compile(data: dict[str, Any], text: str) -> CompiledPolicy:
     thresholds = {str(k): float(v) for k, v in (data.get("thresholds") or {}).items()}
     required = {str(k): tuple(v) for k, v in (data.get("required_evidence") or {}).items()}
     compiled: list[CompiledRule] = []
+    scopes: list[frozenset[str] | None] = []  # action types a rule is limited to, if any
     for stage in STAGES:
         for rule in data.get("rules") or []:
             if rule["stage"] == stage:
                 compiled.append(_compile_rule(rule, thresholds))
+                scopes.append(_action_scope(rule.get("when") or {}))
+    named = sorted({a for scope in scopes if scope for a in scope})
+    by_action = {
+        action: tuple(r for r, scope in zip(compiled, scopes, strict=True)
+                      if scope is None or action in scope)
+        for action in named
+    }
+    others = tuple(r for r, scope in zip(compiled, scopes, strict=True) if scope is None)
     defaults = data["defaults"]
     return CompiledPolicy(
         policy_id=data["policy_id"],
@@ -267,7 +276,19 @@ def _compile(data: dict[str, Any], text: str) -> CompiledPolicy:
         rules=tuple(compiled),
         text=text,
         data=data,
+        rules_by_action=by_action,
+        other_rules=others,
     )
+
+
+def _action_scope(when: dict[str, Any]) -> frozenset[str] | None:
+    scope: frozenset[str] | None = None
+    if "action_type" in when:
+        scope = frozenset([when["action_type"]])
+    if "action_type_in" in when:
+        listed = frozenset(when["action_type_in"])
+        scope = listed if scope is None else scope & listed
+    return scope
 
 
 def _compile_rule(rule: dict[str, Any], thresholds: dict[str, float]) -> CompiledRule:

@@ -57,6 +57,13 @@ class CompiledPolicy:
     rules: tuple[CompiledRule, ...]  # already in evaluation order (stage, then file order)
     text: str  # the exact YAML text whose hash is policy_hash
     data: dict[str, Any]
+    # Rules that can apply to an action type (selector names it, or names no action type),
+    # in evaluation order; `other_rules` serves action types no selector names.
+    rules_by_action: dict[str, tuple[CompiledRule, ...]]
+    other_rules: tuple[CompiledRule, ...]
+
+    def rules_for(self, action_type: str) -> tuple[CompiledRule, ...]:
+        return self.rules_by_action.get(action_type, self.other_rules)
 
     def summary(self) -> dict[str, str]:
         return {

@@ -14,9 +14,10 @@ CREATE TABLE IF NOT EXISTS decisions (
     request_digest TEXT,
     record         BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS decisions_tenant_action ON decisions (tenant_id, action_type);
-CREATE INDEX IF NOT EXISTS decisions_verdict ON decisions (verdict);
-CREATE INDEX IF NOT EXISTS decisions_created_at ON decisions (created_at);
+-- decision_id is a ULID, so the primary key already orders decisions by creation time; the
+-- composite indexes below end in created_at for time ranges within a tenant or a verdict.
+CREATE INDEX IF NOT EXISTS decisions_tenant_action ON decisions (tenant_id, action_type, created_at);
+CREATE INDEX IF NOT EXISTS decisions_verdict ON decisions (verdict, created_at);
 CREATE INDEX IF NOT EXISTS decisions_context_digest ON decisions (context_digest);
 -- Idempotency keys live on the decision row itself (one b-tree fewer per commit than a
 -- separate table); the unique index is the key store and the view names it.

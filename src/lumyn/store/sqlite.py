@@ -16,6 +16,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from lumyn.store.base import SCHEMA_VERSION, DecisionRow, IdempotencyKey, Policy
 from lumyn.store.schema import EXPECTED_TABLES, SQLITE_MIGRATIONS
 
 Work = Callable[[sqlite3.Connection], Any]
+FULL_CHECK_S = 0.5
 
 
 class _Op:
@@ -54,6 +56,8 @@ class SqliteStore:
         self.busy_timeout_ms = busy_timeout_ms
         self._create = create
         self._identity: tuple[int, int] | None = None
+        self._watch_fd: int | None = None  # our own handle on the file, to see it unlinked
+        self._last_full_check = 0.0
         self._writer: sqlite3.Connection | None = None
         self._write_lock = threading.Lock()
         self._queue_lock = threading.Lock()
@@ -62,6 +66,7 @@ class SqliteStore:
         self._readers: list[sqlite3.Connection] = []
         self._snapshots: set[str] = set()
         self._closed = False
+        self._memory_writes = 0  # memory items this process committed
 
     # -- connections -------------------------------------------------------------------------
 
@@ -81,14 +86,26 @@ class SqliteStore:
             if write:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = FULL")
-            self._check_identity()
+            self._check_identity(full=True)
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def _check_identity(self) -> None:
-        """Fail if the file was deleted or replaced since we first opened it."""
+    def _check_identity(self, full: bool = False) -> None:
+        """Fail if the file was deleted or replaced since we first opened it.
+
+        Every batch checks the link count through a held descriptor (cheap); the path itself is
+        re-resolved at most every FULL_CHECK_S, because a path stat right after an fsync can
+        cost more than the rest of the write.
+        """
+        if self._watch_fd is not None:
+            if os.fstat(self._watch_fd).st_nlink == 0:
+                raise StorageUnavailable(f"database file {self.path} was deleted")
+            now = time.monotonic()
+            if not full and now - self._last_full_check < FULL_CHECK_S:
+                return
+            self._last_full_check = now
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -96,6 +113,8 @@ class SqliteStore:
         identity = (st.st_dev, st.st_ino)
         if self._identity is None:
             self._identity = identity
+            self._watch_fd = os.open(self.path, os.O_RDONLY)
+            self._last_full_check = time.monotonic()
         elif identity != self._identity:
             raise StorageUnavailable(f"database file {self.path} was replaced")
 
@@ -145,6 +164,15 @@ class SqliteStore:
             raise StorageUnavailable(f"sqlite: {exc}") from None
 
     def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        # When no write is in flight, read through the writer connection: its page cache is
+        # warm, while a separate reader must drop its cache after every commit it did not make.
+        if self._writer is not None and self._write_lock.acquire(blocking=False):
+            try:
+                writer = self._writer
+                if writer is not None:
+                    return self._guard(lambda: fn(writer))
+            finally:
+                self._write_lock.release()
         try:
             return fn(self._reader())
         except LumynError:
@@ -345,6 +373,8 @@ class SqliteStore:
                 )
 
         self._submit(work)
+        if memory is not None:
+            self._memory_writes += 1
 
     def list_events(self, decision_id: str) -> list[dict[str, Any]]:
         def fn(conn: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -360,6 +390,25 @@ class SqliteStore:
 
         result: list[dict[str, Any]] = self._read(fn)
         return result
+
+    def memory_change_token(self) -> tuple[int, int] | None:
+        """A value that changes whenever memory items may have changed, or None when unknown.
+
+        SQLite's `PRAGMA data_version` on our writer connection changes only when another
+        connection (another process) commits; our own memory writes are counted separately.
+        """
+        if self._writer is None or not self._write_lock.acquire(blocking=False):
+            return None
+        try:
+            writer = self._writer
+            if writer is None:
+                return None
+            row = writer.execute("PRAGMA data_version").fetchone()
+            return (int(row[0]), self._memory_writes)
+        except sqlite3.Error:
+            return None
+        finally:
+            self._write_lock.release()
 
     def memory_items_since(
         self, tenant_id: str, action_type: str, after_seq: int
@@ -417,6 +466,9 @@ class SqliteStore:
             for conn in self._readers:
                 _close_quietly(conn)
             self._readers.clear()
+            if self._watch_fd is not None:
+                os.close(self._watch_fd)
+                self._watch_fd = None
 
 
 def _conflict(key: IdempotencyKey, record_json: bytes) -> IdempotencyConflict:
