@@ -93,3 +93,31 @@ def test_reference_mode_needs_a_ref() -> None:
     assert info.value.field == "context"
     request["context"]["ref"] = {"kind": "s3", "id": "ctx-1"}
     validate_request(request)
+
+
+def test_stored_records_are_byte_exact_rfc8785(tmp_path: Any) -> None:
+    """Records take the canonical fast path (with parts pre-marked as canonical-ready); the
+    bytes must equal the reference RFC 8785 implementation for every golden request."""
+    import json
+    from pathlib import Path
+
+    from lumyn import Lumyn, LumynConfig
+    from lumyn.contracts import canonical_bytes
+    from lumyn.contracts.canonical import reference_canonical_bytes
+    from lumyn.policy import bundled_policy_path
+
+    golden = Path(__file__).parent / "golden"
+    checked = 0
+    for pack in ("support", "account", "billing"):
+        with Lumyn(LumynConfig(store_path=str(tmp_path / f"{pack}.db"),
+                               policy_path=str(bundled_policy_path(pack)))) as lumyn:
+            for path in sorted((golden / pack).glob("*.json")):
+                vector = json.loads(path.read_text())
+                record = lumyn.decide(vector["request"])
+                stored = lumyn.store.get_decision(record["decision_id"])
+                assert stored is not None
+                assert stored[1] == canonical_bytes(record) == reference_canonical_bytes(
+                    json.loads(stored[1])
+                )
+                checked += 1
+    assert checked >= 30

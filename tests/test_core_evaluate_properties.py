@@ -88,3 +88,21 @@ def test_verdict_obeys_precedence_and_is_deterministic(text: str, fact: dict[str
     positions = [stage_order.index(rule["stage"]) for rule in result.matched_rules]
     assert positions == sorted(positions)
     assert bool(result.queries) == (result.verdict == "QUERY")
+
+
+@settings(max_examples=300, deadline=None)
+@given(policies(), facts())
+def test_indexed_evaluation_matches_the_plain_reading(text: str, fact: dict[str, Any]) -> None:
+    """The evaluator's shortcuts (rules indexed by action type, flattened checks) pick exactly
+    the rules a literal reading of selector + condition blocks picks."""
+    policy = compile_policy(text)
+    missing = bool(evaluate(policy, fact).missing_evidence)
+    expected = [
+        rule.rule_id
+        for rule in policy.rules
+        if rule.selector(fact)
+        and all(block(fact) for block in rule.blocks)
+        and (missing or not rule.requirements_only)
+    ]
+    matched = [r["rule_id"] for r in evaluate(policy, fact).matched_rules if r["stage"] != "DEFAULT"]
+    assert matched == expected

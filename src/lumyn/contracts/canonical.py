@@ -55,7 +55,11 @@ def _prepare(value: Any) -> Any:
             )
         return out
     if kind is list or kind is tuple:
-        return [_prepare(item) for item in value]
+        return [
+            item if (t := type(item)) is str or t is bool or item is None or t is CanonicalDict
+            else _prepare(item)
+            for item in value
+        ]
     if kind is int:
         if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT:
             return value

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from lumyn import __version__
-from lumyn.contracts.canonical import digest
+from lumyn.contracts.canonical import CanonicalDict, digest
 from lumyn.engine.evaluate import Evaluation, evaluate
 from lumyn.engine.features import amount_usd, build_facts
 from lumyn.memory.features import memory_features
@@ -66,10 +66,11 @@ def assess(
     }
     body: dict[str, Any] = {
         "request": request,
-        "policy": {**policy.summary(), "mode": mode},
+        # Parts made only of strings are marked canonical-ready (see CanonicalDict).
+        "policy": CanonicalDict(policy.summary(), mode=mode),
         "verdict": evaluation.verdict,
         "reason_codes": list(evaluation.reason_codes),
-        "matched_rules": [dict(rule) for rule in evaluation.matched_rules],
+        "matched_rules": [CanonicalDict(rule) for rule in evaluation.matched_rules],
         "risk_signals": {
             "uncertainty_score": uncertainty_score(
                 policy, request, evaluation, similarity.failure_score
@@ -100,13 +101,13 @@ def assess(
     }
     if isinstance(request.get("trace"), dict):
         body["trace"] = request["trace"]
-    body["determinism"] = {
+    body["determinism"] = CanonicalDict({
         "engine_version": ENGINE_VERSION,
         "evaluation_order": list(EVALUATION_ORDER),
         "inputs_digest": digest({"request": request, "features": features,
                                  "memory_snapshot": snapshot}),
         "memory_snapshot": snapshot,
-    }
+    })
     return body
 
 

@@ -41,16 +41,17 @@ def _narrowed_queries(rule: CompiledRule, missing: tuple[str, ...]) -> tuple[Que
 def evaluate(policy: CompiledPolicy, facts: Facts) -> Evaluation:
     missing = missing_evidence(policy, facts)
     matched: list[tuple[CompiledRule, tuple[Query, ...]]] = []
-    # Rules come in stage order, file order within a stage; the full selector still runs.
+    # rules_for() yields the rules whose action selector can match, in stage order and file
+    # order within a stage; `checks` are the rest of the selector and every condition.
     for rule in policy.rules_for(str(facts.get("action.type"))):
-        if not rule.selector(facts):
-            continue
-        if rule.requirements_only:
-            if not missing:
-                continue
-            matched.append((rule, _narrowed_queries(rule, missing)))
-        elif all(block(facts) for block in rule.blocks):
-            matched.append((rule, rule.queries))
+        for check in rule.checks:
+            if not check(facts):
+                break
+        else:
+            if not rule.requirements_only:
+                matched.append((rule, rule.queries))
+            elif missing:
+                matched.append((rule, _narrowed_queries(rule, missing)))
 
     if not matched:
         code = policy.default_reason_code

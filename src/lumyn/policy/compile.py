@@ -293,20 +293,30 @@ def _action_scope(when: dict[str, Any]) -> frozenset[str] | None:
 
 def _compile_rule(rule: dict[str, Any], thresholds: dict[str, float]) -> CompiledRule:
     blocks: list[Predicate] = []
+    flat: list[Predicate] = []
     if "if" in rule:
-        blocks.append(_all_of(_compile_map(rule["if"], thresholds)))
+        conditions = _compile_map(rule["if"], thresholds)
+        blocks.append(_all_of(conditions))
+        flat.extend(conditions)
     for cond in rule.get("if_all") or []:
-        blocks.append(_all_of(_compile_map(cond, thresholds)))
+        conditions = _compile_map(cond, thresholds)
+        blocks.append(_all_of(conditions))
+        flat.extend(conditions)
     if rule.get("if_any"):
         options = tuple(_all_of(_compile_map(c, thresholds)) for c in rule["if_any"])
-        blocks.append(lambda f: any(p(f) for p in options))
+        any_of: Predicate = lambda f: any(p(f) for p in options)  # noqa: E731
+        blocks.append(any_of)
+        flat.append(any_of)
+    when = rule.get("when") or {}
     then = rule["then"]
     return CompiledRule(
         rule_id=rule["id"],
         stage=rule["stage"],
-        selector=_compile_selector(rule.get("when") or {}),
+        selector=_compile_selector(when),
         blocks=tuple(blocks),
-        requirements_only=rule["stage"] == "REQUIREMENTS" and not any(k in rule for k in BLOCK_KEYS),
+        checks=(*_selector_checks(when, include_action=False), *flat),
+        requirements_only=rule["stage"] == "REQUIREMENTS"
+        and not any(k in rule for k in BLOCK_KEYS),
         verdict=then["verdict"],
         reason_codes=tuple(then["reason_codes"]),
         queries=tuple(Query(q["field"], q["question"]) for q in then.get("queries") or []),
@@ -334,9 +344,16 @@ def _all_of(predicates: list[Predicate]) -> Predicate:
 
 
 def _compile_selector(when: dict[str, Any]) -> Predicate:
+    checks = _selector_checks(when, include_action=True)
+    return _all_of(checks) if checks else _always
+
+
+def _selector_checks(when: dict[str, Any], *, include_action: bool) -> list[Predicate]:
     checks: list[Predicate] = []
-    for key, fact in (("action_type", "action.type"), ("subject_type", "subject.type"),
-                      ("tenant_id", "tenant_id")):
+    selectors = [("subject_type", "subject.type"), ("tenant_id", "tenant_id")]
+    if include_action:
+        selectors.insert(0, ("action_type", "action.type"))
+    for key, fact in selectors:
         if key in when:
             checks.append(_equals(fact, when[key]))
         if f"{key}_in" in when:
@@ -344,9 +361,7 @@ def _compile_selector(when: dict[str, Any]) -> Predicate:
     if "tag" in when:
         tag = when["tag"]
         checks.append(lambda f: tag in (f.get("action.tags") or ()))
-    if not checks:
-        return _always
-    return _all_of(checks)
+    return checks
 
 
 def _equals(fact: str, wanted: Any) -> Predicate:

@@ -37,6 +37,9 @@ class CompiledRule:
     stage: str
     selector: Predicate
     blocks: tuple[Predicate, ...]
+    # What evaluation runs once rules_for() has matched the action type: the other selector
+    # checks, then every condition of every block, flattened so one failing check stops it.
+    checks: tuple[Predicate, ...]
     requirements_only: bool  # REQUIREMENTS rule without conditions: fires on missing evidence
     verdict: str
     reason_codes: tuple[str, ...]
