@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from ulid import ULID
-
 
 def new_id() -> str:
     """A new ULID (26 Crockford base32 characters, time-ordered)."""
+    from ulid import ULID  # lazy: importing ulid costs ~10 ms of CLI startup
+
     return str(ULID())
 
 

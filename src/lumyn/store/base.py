@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from lumyn.memory.index import MemoryItem
+from lumyn.memory.item import MemoryItem
 
 SCHEMA_VERSION = 1
 

@@ -25,7 +25,7 @@ import orjson
 
 from lumyn.contracts.ids import utc_now
 from lumyn.errors import DecisionNotFound, IdempotencyConflict, LumynError, StorageUnavailable
-from lumyn.memory.index import MemoryItem
+from lumyn.memory.item import MemoryItem
 from lumyn.store.base import SCHEMA_VERSION, DecisionRow, IdempotencyKey, PolicySnapshot
 from lumyn.store.schema import EXPECTED_TABLES, SQLITE_MIGRATIONS
 
