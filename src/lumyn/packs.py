@@ -324,13 +324,8 @@ class ReplayReport:
         return None if self.record is None else self.record.get("decision_id")
 
     def failures(self) -> list[str]:
-        lines = [f"{c.name}: {c.detail}" for c in self.checks if not c.ok]
-        if self.differences:
-            lines.append(
-                f"replay differs from the record in {len(self.differences)} field(s): "
-                + ", ".join(d.path for d in self.differences)
-            )
-        return lines
+        """One line per failed check (the re-evaluation check names the differing fields)."""
+        return [f"{c.name}: {c.detail}" for c in self.checks if not c.ok]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -405,7 +400,8 @@ def replay_files(
         not report.differences,
         "verdict, reason codes, matched rules, queries, risk signals, inputs digest and "
         "memory snapshot reproduced" if not report.differences
-        else f"{len(report.differences)} field(s) differ from the record",
+        else f"{len(report.differences)} field(s) differ from the record: "
+        + ", ".join(d.path for d in report.differences),
     ))
     engine = (record.get("determinism") or {}).get("engine_version")
     replay_engine = body["determinism"]["engine_version"]
@@ -548,7 +544,8 @@ def _check_request(
                             + ", ".join(d.path for d in diffs)))
         return None
     checks.append(Check("request", True, f"{REQUEST_FILE} equals record.request, schema valid"))
-    return request
+    result: dict[str, Any] = request
+    return result
 
 
 def _check_policy(
@@ -677,6 +674,14 @@ def diff_values(recorded: Any, replayed: Any, path: str) -> list[Difference]:
                                    f"{path}.{key}"))
         return out
     if isinstance(recorded, list) and isinstance(replayed, list):
+        key = _list_key(recorded, replayed)
+        if key is not None and [i[key] for i in recorded] != [i[key] for i in replayed]:
+            return _diff_keyed(recorded, replayed, path, key)
+        scalars = not any(isinstance(v, dict | list) for v in (*recorded, *replayed))
+        if scalars:  # e.g. reason codes: the whole list reads better than element by element
+            same = len(recorded) == len(replayed) and all(
+                _same_leaf(a, b) for a, b in zip(recorded, replayed, strict=True))
+            return [] if same else [Difference(path, recorded, replayed)]
         if len(recorded) == len(replayed):
             out = []
             for index, (a, b) in enumerate(zip(recorded, replayed, strict=True)):
@@ -686,3 +691,30 @@ def diff_values(recorded: Any, replayed: Any, path: str) -> list[Difference]:
     if isinstance(recorded, dict | list) or isinstance(replayed, dict | list):
         return [Difference(path, recorded, replayed)]
     return [] if _same_leaf(recorded, replayed) else [Difference(path, recorded, replayed)]
+
+
+_LIST_KEYS = ("rule_id", "memory_id", "field")
+
+
+def _list_key(a: list[Any], b: list[Any]) -> str | None:
+    """The identifying key of two lists of objects (rules, memory matches, queries), if any."""
+    for key in _LIST_KEYS:
+        if (all(isinstance(i, dict) and isinstance(i.get(key), str) for i in (*a, *b))
+                and len({i[key] for i in a}) == len(a) and len({i[key] for i in b}) == len(b)):
+            return key
+    return None
+
+
+def _diff_keyed(recorded: list[Any], replayed: list[Any], path: str, key: str) -> list[Difference]:
+    """Lists of identified objects: entries present on one side only, then changed entries,
+    then (if the same entries are merely reordered) the order."""
+    left = {i[key]: i for i in recorded}
+    right = {i[key]: i for i in replayed}
+    out: list[Difference] = []
+    for ident in [*left, *(k for k in right if k not in left)]:
+        out.extend(diff_values(left.get(ident, _MISSING), right.get(ident, _MISSING),
+                               f"{path}[{key}={ident}]"))
+    if not out:
+        out.append(Difference(f"{path} order", [i[key] for i in recorded],
+                              [i[key] for i in replayed]))
+    return out

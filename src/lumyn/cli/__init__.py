@@ -1,0 +1,1 @@
+"""The `lumyn` command-line tool (entry point: `lumyn.cli.main:main`)."""

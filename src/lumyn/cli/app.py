@@ -1,0 +1,196 @@
+"""The Typer application: every `lumyn` command with its flags.
+
+Each command is a thin wrapper over a function in ops/demo/doctor that returns an exit code;
+`guarded` turns expected failures into one stderr line and exit code 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+
+from lumyn.cli.catalog import APP_HELP, summary
+from lumyn.cli.common import DEFAULT_WORKSPACE, guarded
+
+app = typer.Typer(
+    name="lumyn",
+    help=APP_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+policy_app = typer.Typer(help="Policy tools.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(policy_app, name="policy", help=summary("policy"))
+
+Workspace = Annotated[
+    str, typer.Option("--workspace", "-w", help="Workspace directory (database + policy.yml).")
+]
+Config = Annotated[
+    str | None,
+    typer.Option("--config", help="TOML config file (also LUMYN_CONFIG_PATH)."),
+]
+DecisionId = Annotated[str, typer.Argument(help="The decision_id of a stored Decision Record.")]
+
+
+def _run(fn: Callable[..., int | None], *args: Any) -> None:
+    code = guarded(fn, *args)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command(help=summary("init"))
+def init(
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    policy_template: Annotated[
+        str | None,
+        typer.Option("--policy-template", help="Bundled pack (support, account, billing) or a "
+                     "path, e.g. policies/packs/lumyn-account.v0.yml. Default: support."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing policy.yml.")] = False,
+    config: Config = None,
+) -> None:
+    from lumyn.cli.ops import cmd_init
+
+    _run(cmd_init, workspace, policy_template, force, config)
+
+
+@app.command(help=summary("demo"))
+def demo(
+    story: Annotated[bool, typer.Option("--story", help="Trust -> label failure -> similar request "
+                                        "escalated, side by side.")] = False,
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    config: Config = None,
+) -> None:
+    from lumyn.cli.demo import cmd_demo
+
+    _run(cmd_demo, story, workspace, config)
+
+
+@app.command(help=summary("decide"))
+def decide(
+    input_path: Annotated[str, typer.Option("--in", help="DecisionRequest JSON file, or - for stdin.")],
+    out: Annotated[str | None, typer.Option("--out", help="Write the record here instead of "
+                                            "stdout.")] = None,
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    config: Config = None,
+) -> None:
+    from lumyn.cli.ops import cmd_decide
+
+    _run(cmd_decide, input_path, out, workspace, config)
+
+
+@app.command(help=summary("show"))
+def show(decision_id: DecisionId, workspace: Workspace = DEFAULT_WORKSPACE,
+         config: Config = None) -> None:
+    from lumyn.cli.ops import cmd_show
+
+    _run(cmd_show, decision_id, workspace, config)
+
+
+@app.command(help=summary("explain"))
+def explain(
+    decision_id: DecisionId,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Markdown, ready for a ticket.")] = False,
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    config: Config = None,
+) -> None:
+    from lumyn.cli.ops import cmd_explain
+
+    _run(cmd_explain, decision_id, markdown, workspace, config)
+
+
+@app.command(help=summary("export"))
+def export(
+    decision_id: DecisionId,
+    pack: Annotated[bool, typer.Option("--pack", help="Write a zip decision pack (record, request, "
+                                       "policy, memory, manifest).")] = False,
+    out: Annotated[str | None, typer.Option("--out", help="Output file (pack default: "
+                                            "decision_pack_<id>.zip).")] = None,
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    config: Config = None,
+) -> None:
+    from lumyn.cli.ops import cmd_export
+
+    _run(cmd_export, decision_id, pack, out, workspace, config)
+
+
+@app.command(help=summary("replay"))
+def replay(
+    pack: Annotated[str, typer.Argument(help="A decision pack zip from `lumyn export --pack`.")],
+    markdown: Annotated[bool, typer.Option("--markdown", help="Incident-ready Markdown summary.")] = False,
+    policy: Annotated[str | None, typer.Option("--policy", help="What would this policy file have "
+                                               "decided? Shows the difference; exit 0.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="The replay report as JSON.")] = False,
+) -> None:
+    from lumyn.cli.ops import cmd_replay
+
+    _run(cmd_replay, pack, markdown, policy, json_output)
+
+
+@app.command(help=summary("label"))
+def label(
+    decision_id: DecisionId,
+    label: Annotated[str, typer.Option("--label", help="failure, success or near_miss.")],
+    summary_text: Annotated[str | None, typer.Option("--summary", help="What happened.")] = None,
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    config: Config = None,
+) -> None:
+    from lumyn.cli.ops import cmd_label
+
+    _run(cmd_label, decision_id, label, summary_text, workspace, config)
+
+
+@policy_app.command("validate", help="Validate a policy; prints every problem, one per line.")
+def policy_validate(
+    path: Annotated[str | None, typer.Option("--path", help="Policy file (default: the "
+                                             "workspace's policy.yml).")] = None,
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    config: Config = None,
+) -> None:
+    from lumyn.cli.ops import cmd_policy_validate
+
+    _run(cmd_policy_validate, path, workspace, config)
+
+
+@app.command(help=summary("doctor"))
+def doctor(
+    fix: Annotated[bool, typer.Option("--fix", help="Create a missing workspace, policy.yml, "
+                                      "database or tables.")] = False,
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    config: Config = None,
+) -> None:
+    from lumyn.cli.doctor import cmd_doctor
+
+    _run(cmd_doctor, fix, workspace, config)
+
+
+@app.command(help=summary("serve"))
+def serve(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the effective configuration "
+                                          "as JSON and exit.")] = False,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    config: Config = None,
+) -> None:
+    from lumyn.cli.ops import cmd_serve
+
+    _run(cmd_serve, dry_run, host, port, workspace, config)
+
+
+def run_app(args: list[str], prog_name: str = "lumyn") -> int:
+    try:
+        app(args=args, prog_name=prog_name)
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        if isinstance(exc.code, int):
+            return exc.code
+        sys_err = str(exc.code)
+        typer.echo(sys_err, err=True)
+        return 1
+    return 0

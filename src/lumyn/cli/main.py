@@ -1,0 +1,68 @@
+"""Entry point of the `lumyn` command (`lumyn = "lumyn.cli.main:main"`).
+
+Startup matters: `lumyn --help` and `lumyn show ID` are answered here without loading the CLI
+framework (Typer, which pulls in pydantic) or anything heavy (FastAPI, numpy, jsonschema);
+every other command, and any unusual form of these two, goes to the Typer app. Both paths call
+the same command functions (lumyn.cli.ops), so they behave identically.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def _parse_show(args: list[str]) -> tuple[str, str, str | None] | None:
+    """`show ID [--workspace DIR|-w DIR|--workspace=DIR] [--config FILE|--config=FILE]`,
+    or None when the arguments need the full parser (help, unknown flags, …)."""
+    from lumyn.cli.common import DEFAULT_WORKSPACE
+
+    decision_id: str | None = None
+    options = {"--workspace": DEFAULT_WORKSPACE, "--config": None}
+    aliases = {"-w": "--workspace"}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, value = arg.partition("=")
+        name = aliases.get(name, name)
+        if name in options and eq and not arg.startswith("-w="):
+            options[name] = value
+        elif name in options and not eq and i + 1 < len(args):
+            options[name] = args[i + 1]
+            i += 1
+        elif not arg.startswith("-") and decision_id is None:
+            decision_id = arg
+        else:
+            return None
+        i += 1
+    if decision_id is None or not options["--workspace"]:
+        return None
+    return decision_id, str(options["--workspace"]), options["--config"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args in (["--help"], ["-h"]):
+        from lumyn.cli.catalog import fast_help
+
+        sys.stdout.write(fast_help())
+        return 0
+    if args == ["--version"]:
+        from lumyn import __version__
+
+        sys.stdout.write(f"lumyn {__version__}\n")
+        return 0
+    if args[0] == "show":
+        parsed = _parse_show(args[1:])
+        if parsed is not None:
+            from lumyn.cli.common import guarded
+            from lumyn.cli.ops import cmd_show
+
+            return guarded(cmd_show, *parsed)
+
+    from lumyn.cli.app import run_app
+
+    return run_app(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
