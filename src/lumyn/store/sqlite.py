@@ -133,7 +133,9 @@ class SqliteStore:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             if self._identity is None:
-                self._writer_conn_safely()
+                # Create and migrate the database when we can; a read-only file can still be read.
+                with contextlib.suppress(StorageUnavailable):
+                    self._writer_conn_safely()
             conn = self._open(write=False)
             self._local.conn = conn
             self._readers.append(conn)
