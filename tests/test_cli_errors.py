@@ -279,3 +279,24 @@ def test_unexpected_errors_are_one_line_too(tmp_path: Path, monkeypatch: pytest.
     result = cli("show", "X")
     assert result.exit_code == 70
     assert_one_line_error(result.stderr, "INTERNAL_ERROR", "kaboom", "LUMYN_DEBUG")
+
+
+# -- usage errors -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["label", "01ARZ3NDEKTSV4RRFFQ69G5FAV"], "--label"),
+        (["decide", "--in"], ""),
+        (["frobnicate"], ""),
+        (["replay"], "pack"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_2(
+    workspace: Path, tmp_path: Path, args: list[str], field: str
+) -> None:
+    result = sub(*args, cwd=tmp_path)
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert_one_line_error(result.stderr, "USAGE_ERROR", field)
+    assert "Traceback" not in result.stderr

@@ -184,13 +184,26 @@ def serve(
 
 def run_app(args: list[str], prog_name: str = "lumyn") -> int:
     try:
-        app(args=args, prog_name=prog_name)
+        # Non-standalone so usage errors come back to us and print as one line.
+        result = app(args=args, prog_name=prog_name, standalone_mode=False)
+    except typer.Abort:
+        typer.echo("ABORTED: interrupted", err=True)
+        return 130
+    except typer.TyperException as exc:  # typer's (vendored) click usage errors
+        param = getattr(exc, "param", None)
+        opts = getattr(param, "opts", None)
+        field = f" (field {opts[0] if opts else param.name})" if param is not None else ""
+        format_message = getattr(exc, "format_message", None)
+        message = format_message() if callable(format_message) else str(exc)
+        message = " ".join(str(message).split())
+        typer.echo(f"USAGE_ERROR: {message}{field}; see 'lumyn --help'", err=True)
+        code = getattr(exc, "exit_code", 2)
+        return code if isinstance(code, int) else 2
     except SystemExit as exc:
         if exc.code is None:
             return 0
         if isinstance(exc.code, int):
             return exc.code
-        sys_err = str(exc.code)
-        typer.echo(sys_err, err=True)
+        typer.echo(str(exc.code), err=True)
         return 1
-    return 0
+    return result if isinstance(result, int) else 0
