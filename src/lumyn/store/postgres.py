@@ -1,0 +1,634 @@
+"""PostgreSQL backend: several Lumyn processes or service replicas, one database.
+
+Selected by a `postgresql://…` storage URL. Same tables, indexes and guarantees as the SQLite
+backend (lumyn.store.sqlite), with these PostgreSQL-specific choices:
+
+* Connections come from a psycopg_pool ConnectionPool that is opened lazily, on the first call
+  that needs the database, so constructing a store never fails. Connections run in autocommit:
+  the hot path (`append_decision`) is ONE statement, hence one round trip and one commit.
+* The schema is created and migrated by the store (a `schema_version` table, the numbering of
+  lumyn.store.base.SCHEMA_VERSION) under a transaction-level advisory lock, so replicas that
+  start together do not race each other's DDL.
+* Records are stored twice in one row: `record_json BYTEA` holds the canonical (RFC 8785) bytes
+  that `append_decision` and every read return, byte-identical to the SQLite backend by
+  construction; `record JSONB` is a mirror for SQL queries. Re-canonicalising JSONB on read
+  would also work for numbers, but JSONB cannot hold U+0000 in strings, which the request
+  contract allows in evidence; the mirror replaces U+0000 with U+FFFD and nothing reads it.
+  Event data follows the same pattern (`data_json` exact, `data` mirror).
+* Append-only is enforced by triggers (UPDATE, DELETE and TRUNCATE raise) on decisions, events,
+  memory items and policy snapshots; the store itself has no update or delete path.
+* Idempotency: the key is the unique index on decisions (tenant_id, request_id), as in SQLite
+  (the `idempotency_keys` view names it). `INSERT … ON CONFLICT DO NOTHING` makes concurrent
+  identical decides from any number of processes produce exactly one row; the losers read the
+  winner's row (READ COMMITTED: ON CONFLICT waited for it to commit) and compare digests.
+* Memory items are read incrementally by sequence number (`memory_items_since`). A PostgreSQL
+  sequence is NOT commit-ordered: transaction A may take seq 5, B seq 6, B commits, a reader
+  pulls up to 6, then A commits and seq 5 is skipped forever by that reader. Every memory-item
+  insert therefore takes a transaction-level advisory lock (MEMORY_LOCK) BEFORE it draws its
+  sequence value and holds it until commit. PostgreSQL makes a commit visible before it
+  releases the committing transaction's locks, so the next inserter can only draw a higher seq
+  once every lower seq is visible: seq order equals commit order, and a reader that has seen seq
+  n has seen every item below n. Labels are rare, so serialising them costs nothing measurable.
+* Any psycopg or pool error becomes StorageUnavailable. A connection found broken (server
+  restarted) makes the store check its idle connections and retry once; the pool reconnects in
+  the background with a short reconnect timeout, so the store heals by itself when the server
+  is back. Retrying a write is safe: every insert is keyed (decision_id, event_id, memory_id)
+  and a retry of a committed write finds its own row.
+
+Pool settings can ride on the URL as `lumyn_pool_min`, `lumyn_pool_max` and
+`lumyn_pool_timeout` (seconds) query parameters; they are removed before psycopg sees the URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+
+from lumyn.contracts.ids import utc_now
+from lumyn.errors import (
+    DecisionNotFound,
+    IdempotencyConflict,
+    InvalidEvent,
+    LumynError,
+    RequestInvalid,
+    StorageUnavailable,
+)
+from lumyn.memory.item import MemoryItem
+from lumyn.store.base import SCHEMA_VERSION, DecisionRow, IdempotencyKey, PolicySnapshot
+from lumyn.store.schema import EXPECTED_TABLES
+
+T = TypeVar("T")
+Conn = psycopg.Connection[Any]
+
+# Advisory lock keys (arbitrary constants, "LUMY" + purpose).
+MIGRATION_LOCK = 0x4C554D59_0001
+MEMORY_LOCK = 0x4C554D59_0002
+
+# Without a handler, psycopg_pool's reconnect warnings would reach stderr through logging's
+# last-resort handler while the server is down; applications that configure logging still get
+# them through propagation.
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
+
+_APPEND_ONLY = ("decisions", "decision_events", "memory_items", "policy_snapshots")
+
+POSTGRES_MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """
+CREATE TABLE IF NOT EXISTS decisions (
+    decision_id    TEXT PRIMARY KEY,
+    created_at     TEXT NOT NULL,
+    tenant_id      TEXT NOT NULL,
+    action_type    TEXT NOT NULL,
+    verdict        TEXT NOT NULL,
+    policy_hash    TEXT NOT NULL,
+    context_digest TEXT NOT NULL,
+    request_id     TEXT,
+    request_digest TEXT,
+    record         JSONB NOT NULL,
+    record_json    BYTEA NOT NULL
+)""",
+        "CREATE INDEX IF NOT EXISTS decisions_tenant_action "
+        "ON decisions (tenant_id, action_type, created_at)",
+        "CREATE INDEX IF NOT EXISTS decisions_verdict ON decisions (verdict, created_at)",
+        "CREATE INDEX IF NOT EXISTS decisions_context_digest ON decisions (context_digest)",
+        "CREATE UNIQUE INDEX IF NOT EXISTS decisions_idempotency "
+        "ON decisions (tenant_id, request_id) WHERE request_id IS NOT NULL",
+        "CREATE OR REPLACE VIEW idempotency_keys AS "
+        "SELECT tenant_id, request_id, request_digest, decision_id FROM decisions "
+        "WHERE request_id IS NOT NULL",
+        """
+CREATE TABLE IF NOT EXISTS decision_events (
+    seq         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id    TEXT NOT NULL UNIQUE,
+    decision_id TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    type        TEXT NOT NULL,
+    data        JSONB NOT NULL,
+    data_json   BYTEA NOT NULL
+)""",
+        "CREATE INDEX IF NOT EXISTS decision_events_decision ON decision_events (decision_id, seq)",
+        """
+CREATE TABLE IF NOT EXISTS memory_items (
+    seq                BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    memory_id          TEXT NOT NULL UNIQUE,
+    tenant_id          TEXT NOT NULL,
+    action_type        TEXT NOT NULL,
+    label              TEXT NOT NULL,
+    summary            TEXT NOT NULL,
+    source_decision_id TEXT,
+    features           BYTEA NOT NULL,
+    created_at         TEXT NOT NULL
+)""",
+        "CREATE INDEX IF NOT EXISTS memory_items_group ON memory_items (tenant_id, action_type, seq)",
+        """
+CREATE TABLE IF NOT EXISTS policy_snapshots (
+    policy_hash    TEXT PRIMARY KEY,
+    policy_id      TEXT NOT NULL,
+    policy_version TEXT NOT NULL,
+    text           TEXT NOT NULL,
+    created_at     TEXT NOT NULL
+)""",
+        """
+CREATE OR REPLACE FUNCTION lumyn_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only', TG_TABLE_NAME USING ERRCODE = 'restrict_violation';
+END
+$$""",
+        *[
+            statement
+            for table in _APPEND_ONLY
+            for statement in (
+                f"DROP TRIGGER IF EXISTS {table}_no_update ON {table}",
+                f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} "
+                "FOR EACH ROW EXECUTE FUNCTION lumyn_append_only()",
+                f"DROP TRIGGER IF EXISTS {table}_no_delete ON {table}",
+                f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} "
+                "FOR EACH ROW EXECUTE FUNCTION lumyn_append_only()",
+                f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}",
+                f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION lumyn_append_only()",
+            )
+        ],
+    ],
+}
+
+_EXPECTED_TRIGGERS = tuple(
+    f"{table}_no_{op}" for table in _APPEND_ONLY for op in ("update", "delete", "truncate")
+)
+
+_DECISION_COLUMNS = (
+    "decision_id, created_at, tenant_id, action_type, verdict, policy_hash, context_digest, "
+    "request_id, request_digest, record, record_json"
+)
+_INSERT_DECISION = (
+    f"INSERT INTO decisions ({_DECISION_COLUMNS}) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s) "
+    "ON CONFLICT DO NOTHING RETURNING 1"
+)
+# First decision under a policy in this process: the snapshot rides in the same statement,
+# hence the same transaction, as the decision that references it.
+_INSERT_DECISION_WITH_SNAPSHOT = (
+    "WITH snapshot AS (INSERT INTO policy_snapshots "
+    "(policy_hash, policy_id, policy_version, text, created_at) "
+    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING) " + _INSERT_DECISION
+)
+
+DEFAULT_POOL_MIN = 1
+DEFAULT_POOL_MAX = 10
+DEFAULT_POOL_TIMEOUT_S = 5.0
+DEFAULT_CONNECT_TIMEOUT_S = 5
+RECONNECT_TIMEOUT_S = 2.0  # the pool gives up a reconnect loop quickly; demand restarts it
+
+
+class PostgresStore:
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        conninfo, options = _split_url(url)
+        self._conninfo = conninfo
+        self.url = _mask_password(conninfo)
+        self.min_size = int(options.get("lumyn_pool_min", min_size or DEFAULT_POOL_MIN))
+        self.max_size = max(self.min_size,
+                            int(options.get("lumyn_pool_max", max_size or DEFAULT_POOL_MAX)))
+        self.timeout = float(options.get("lumyn_pool_timeout", timeout or DEFAULT_POOL_TIMEOUT_S))
+        self._pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
+        self._ready = False  # schema checked/migrated by this process
+        self._snapshots: set[str] = set()
+        self._closed = False
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _get_pool(self) -> ConnectionPool:
+        pool = self._pool
+        if pool is not None:
+            return pool
+        with self._lock:
+            if self._closed:
+                raise StorageUnavailable("store is closed")
+            if self._pool is None:
+                try:
+                    params = conninfo_to_dict(self._conninfo)
+                except psycopg.Error as exc:
+                    raise StorageUnavailable(f"postgresql: bad storage URL: {exc}") from None
+                kwargs: dict[str, Any] = {"autocommit": True}
+                if "connect_timeout" not in params:
+                    kwargs["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT_S
+                if "application_name" not in params:
+                    kwargs["application_name"] = "lumyn"
+                pool = ConnectionPool(
+                    self._conninfo,
+                    kwargs=kwargs,
+                    min_size=self.min_size,
+                    max_size=self.max_size,
+                    timeout=self.timeout,
+                    reconnect_timeout=RECONNECT_TIMEOUT_S,
+                    configure=_configure,
+                    open=False,
+                    name="lumyn",
+                )
+                pool.open(wait=False)
+                self._pool = pool
+            return self._pool
+
+    def _run(self, fn: Callable[[Conn], T], *, migrate: bool = True) -> T:
+        """Run `fn` on a pooled connection (schema ensured first); map driver errors."""
+        pool = self._get_pool()
+        for attempt in (1, 2):
+            used: list[Conn] = []
+            try:
+                with pool.connection() as conn:
+                    used.append(conn)
+                    if migrate and not self._ready:
+                        self._ensure_ready(conn)
+                    return fn(conn)
+            except LumynError:
+                raise
+            except (psycopg.Error, OSError) as exc:
+                stale = bool(used) and (used[0].broken or used[0].closed)
+                if stale and attempt == 1:
+                    # The server went away under an idle connection (restart, failover):
+                    # drop every dead idle connection and try once more on a fresh one.
+                    self._check_pool(pool)
+                    continue
+                raise StorageUnavailable(f"postgresql: {_describe(exc)}") from None
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _check_pool(pool: ConnectionPool) -> None:
+        with contextlib.suppress(psycopg.Error, OSError):
+            pool.check()
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    def _ensure_ready(self, conn: Conn) -> None:
+        with self._lock:
+            if self._ready:
+                return
+            current = _current_version(conn)
+            if current is not None and current > SCHEMA_VERSION:
+                raise StorageUnavailable(
+                    f"database schema version {current} is newer than this Lumyn "
+                    f"(supports {SCHEMA_VERSION}); upgrade Lumyn"
+                )
+            if current != SCHEMA_VERSION or _missing_tables(conn):
+                self._migrate(conn)
+            self._ready = True
+
+    def _migrate(self, conn: Conn) -> list[str]:
+        done: list[str] = []
+        with conn.transaction():
+            # Replicas starting together serialise here; the loser sees the work done.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = int(row[0]) if row and row[0] is not None else 0
+            for version in sorted(POSTGRES_MIGRATIONS):
+                if version > current:
+                    for statement in POSTGRES_MIGRATIONS[version]:
+                        conn.execute(statement)
+                    conn.execute("INSERT INTO schema_version VALUES (%s, %s)", (version, utc_now()))
+                    done.append(f"applied schema migration {version}")
+            missing = _missing_tables(conn) + _missing_triggers(conn)
+            if missing:  # dropped behind our back: recreate idempotently, never overwrite
+                for statement in POSTGRES_MIGRATIONS[SCHEMA_VERSION]:
+                    conn.execute(statement)
+                done.append("recreated missing objects: " + ", ".join(missing))
+        return done
+
+    def ensure_schema(self) -> list[str]:
+        def fn(conn: Conn) -> list[str]:
+            with self._lock:
+                done = self._migrate(conn)
+                self._ready = True
+            return done
+
+        return self._run(fn, migrate=False)
+
+    def schema_version(self) -> int | None:
+        return self._run(_current_version)
+
+    def check(self) -> list[str]:
+        def fn(conn: Conn) -> list[str]:
+            problems: list[str] = []
+            missing = _missing_tables(conn)
+            if missing:
+                problems.append("missing tables: " + ", ".join(missing))
+            triggers = _missing_triggers(conn)
+            if triggers:
+                problems.append("missing append-only triggers: " + ", ".join(triggers))
+            version = _current_version(conn)
+            if version != SCHEMA_VERSION:
+                problems.append(f"schema version {version}, expected {SCHEMA_VERSION}")
+            if not missing:
+                row = conn.execute(
+                    "SELECT count(*) FROM decisions WHERE record_json IS NULL OR record IS NULL"
+                ).fetchone()
+                if row and row[0]:
+                    problems.append(f"{row[0]} decisions without a record")
+            return problems
+
+        return self._run(fn)
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    def append_decision(
+        self, row: DecisionRow, key: IdempotencyKey | None, policy: PolicySnapshot
+    ) -> bytes:
+        _reject_nul(row.tenant_id, "tenant_id")
+        if key is not None:
+            _reject_nul(key.request_id, "request_id")
+        params: tuple[Any, ...] = (
+            row.decision_id, row.created_at, row.tenant_id, row.action_type, row.verdict,
+            row.policy_hash, row.context_digest,
+            key.request_id if key else None, key.request_digest if key else None,
+            _jsonb_text(row.record_json), row.record_json,
+        )
+        with_snapshot = policy.policy_hash not in self._snapshots
+        if with_snapshot:
+            params = (policy.policy_hash, policy.policy_id, policy.policy_version, policy.text,
+                      row.created_at, *params)
+        statement = _INSERT_DECISION_WITH_SNAPSHOT if with_snapshot else _INSERT_DECISION
+
+        def fn(conn: Conn) -> bytes:
+            inserted = conn.execute(statement, params).fetchone()
+            if inserted is not None:
+                return row.record_json
+            return self._settle_conflict(conn, row, key)
+
+        result = self._run(fn)
+        if with_snapshot:
+            self._snapshots.add(policy.policy_hash)
+        return result
+
+    @staticmethod
+    def _settle_conflict(conn: Conn, row: DecisionRow, key: IdempotencyKey | None) -> bytes:
+        # ON CONFLICT DO NOTHING waited for any concurrent inserter of the same key to commit,
+        # and this new statement's snapshot sees its row.
+        if key is not None:
+            found = conn.execute(
+                "SELECT request_digest, record_json FROM decisions "
+                "WHERE tenant_id = %s AND request_id = %s",
+                (key.tenant_id, key.request_id),
+            ).fetchone()
+            if found is not None:
+                if found[0] != key.request_digest:
+                    raise _conflict(key, bytes(found[1]))
+                return bytes(found[1])  # a retry or a concurrent twin: the stored record
+        same_id = conn.execute(
+            "SELECT record_json FROM decisions WHERE decision_id = %s", (row.decision_id,)
+        ).fetchone()
+        if same_id is not None and bytes(same_id[0]) == row.record_json:
+            return row.record_json  # our own write, committed before a connection loss
+        raise StorageUnavailable(f"decision {row.decision_id} conflicts with a stored row")
+
+    def find_idempotent(self, tenant_id: str, request_id: str) -> tuple[str, bytes] | None:
+        def fn(conn: Conn) -> tuple[str, bytes] | None:
+            found = conn.execute(
+                "SELECT request_digest, record_json FROM decisions "
+                "WHERE tenant_id = %s AND request_id = %s",
+                (tenant_id, request_id),
+            ).fetchone()
+            return (str(found[0]), bytes(found[1])) if found else None
+
+        if "\x00" in tenant_id or "\x00" in request_id:
+            return None
+        return self._run(fn)
+
+    def get_decision(self, decision_id: str) -> tuple[str, bytes] | None:
+        def fn(conn: Conn) -> tuple[str, bytes] | None:
+            found = conn.execute(
+                "SELECT tenant_id, record_json FROM decisions WHERE decision_id = %s",
+                (decision_id,),
+            ).fetchone()
+            return (str(found[0]), bytes(found[1])) if found else None
+
+        if "\x00" in decision_id:
+            return None
+        return self._run(fn)
+
+    # -- events and memory ------------------------------------------------------------------------
+
+    def append_event(self, decision_id: str, event: dict[str, Any], memory: MemoryItem | None) -> None:
+        data_json = orjson.dumps(event.get("data"))
+        if memory is not None:
+            _reject_nul(memory.summary, "summary", invalid=InvalidEvent)
+            _reject_nul(memory.tenant_id, "tenant_id", invalid=InvalidEvent)
+        if "\x00" in decision_id:
+            raise DecisionNotFound(f"no decision {decision_id}", field="decision_id")
+
+        def fn(conn: Conn) -> None:
+            with conn.transaction():
+                exists = conn.execute(
+                    "SELECT 1 FROM decisions WHERE decision_id = %s", (decision_id,)
+                ).fetchone()
+                if exists is None:
+                    raise DecisionNotFound(f"no decision {decision_id}", field="decision_id")
+                conn.execute(
+                    "INSERT INTO decision_events (event_id, decision_id, at, type, data, data_json) "
+                    "VALUES (%s, %s, %s, %s, %s::jsonb, %s) ON CONFLICT (event_id) DO NOTHING",
+                    (event["event_id"], decision_id, event["at"], event["type"],
+                     _jsonb_text(data_json), data_json),
+                )
+                if memory is not None:
+                    # Seq order must equal commit order (see the module docstring): take the
+                    # lock before the INSERT draws its seq; it is held until COMMIT.
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (MEMORY_LOCK,))
+                    conn.execute(
+                        "INSERT INTO memory_items (memory_id, tenant_id, action_type, label, "
+                        "summary, source_decision_id, features, created_at) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (memory_id) DO NOTHING",
+                        (memory.memory_id, memory.tenant_id, memory.action_type, memory.label,
+                         memory.summary, memory.source_decision_id,
+                         orjson.dumps(list(memory.features)), memory.created_at or event["at"]),
+                    )
+
+        self._run(fn)
+
+    def list_events(self, decision_id: str) -> list[dict[str, Any]]:
+        def fn(conn: Conn) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT event_id, at, type, data_json FROM decision_events "
+                "WHERE decision_id = %s ORDER BY seq",
+                (decision_id,),
+            ).fetchall()
+            return [
+                {"event_id": r[0], "at": r[1], "type": r[2], "data": orjson.loads(r[3])}
+                for r in rows
+            ]
+
+        if "\x00" in decision_id:
+            return []
+        return self._run(fn)
+
+    def memory_items_since(
+        self, tenant_id: str, action_type: str, after_seq: int
+    ) -> list[tuple[int, MemoryItem]]:
+        def fn(conn: Conn) -> list[tuple[int, MemoryItem]]:
+            rows = conn.execute(
+                "SELECT seq, memory_id, label, summary, source_decision_id, features, created_at "
+                "FROM memory_items WHERE tenant_id = %s AND action_type = %s AND seq > %s "
+                "ORDER BY seq",
+                (tenant_id, action_type, after_seq),
+            ).fetchall()
+            return [
+                (int(r[0]), MemoryItem(r[1], tenant_id, action_type, r[2], r[3],
+                                       tuple(orjson.loads(r[5])), r[4], r[6]))
+                for r in rows
+            ]
+
+        if "\x00" in tenant_id:
+            return []  # no such tenant can be stored here (see _reject_nul)
+        return self._run(fn)
+
+    def get_memory_items(self, memory_ids: list[str]) -> list[MemoryItem]:
+        ids = [m for m in memory_ids if "\x00" not in m]
+        if not ids:
+            return []
+
+        def fn(conn: Conn) -> list[MemoryItem]:
+            rows = conn.execute(
+                "SELECT memory_id, tenant_id, action_type, label, summary, source_decision_id, "
+                "features, created_at FROM memory_items WHERE memory_id = ANY(%s) "
+                "ORDER BY memory_id",
+                (ids,),
+            ).fetchall()
+            return [
+                MemoryItem(r[0], r[1], r[2], r[3], r[4], tuple(orjson.loads(r[6])), r[5], r[7])
+                for r in rows
+            ]
+
+        return self._run(fn)
+
+    def get_policy_text(self, policy_hash: str) -> str | None:
+        def fn(conn: Conn) -> str | None:
+            row = conn.execute(
+                "SELECT text FROM policy_snapshots WHERE policy_hash = %s", (policy_hash,)
+            ).fetchone()
+            return str(row[0]) if row else None
+
+        if "\x00" in policy_hash:
+            return None
+        return self._run(fn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(psycopg.Error, OSError):
+                pool.close(timeout=1.0)
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def _configure(conn: Conn) -> None:
+    """Per new connection: a decision must be durable when its INSERT returns, whatever the
+    server default; stronger settings (remote_write, remote_apply) are kept."""
+    row = conn.execute("SHOW synchronous_commit").fetchone()
+    if row is None or row[0] in ("off", "local"):
+        conn.execute("SET synchronous_commit TO on")
+
+
+def _current_version(conn: Conn) -> int | None:
+    row = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return None
+    found = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(found[0]) if found and found[0] is not None else None
+
+
+def _missing_tables(conn: Conn) -> list[str]:
+    rows = conn.execute(
+        "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NULL",
+        (list(EXPECTED_TABLES),),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def _missing_triggers(conn: Conn) -> list[str]:
+    rows = conn.execute(
+        "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgenabled <> 'D' "
+        "AND tgrelid IN (SELECT to_regclass(t) FROM unnest(%s::text[]) AS t)",
+        (list(_APPEND_ONLY),),
+    ).fetchall()
+    present = {str(r[0]) for r in rows}
+    return [name for name in _EXPECTED_TRIGGERS if name not in present]
+
+
+def _jsonb_text(canonical: bytes) -> str:
+    """The JSON text for a JSONB mirror column: the canonical text itself, unless it holds
+    U+0000 (escaped as \\u0000), which JSONB rejects; then a copy with U+FFFD in its place."""
+    text = canonical.decode("utf-8")
+    if "\\u0000" not in text:
+        return text
+    return orjson.dumps(_without_nul(orjson.loads(canonical))).decode("utf-8")
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {k.replace("\x00", "\ufffd"): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def _reject_nul(value: str | None, field: str,
+                invalid: type[RequestInvalid] | type[InvalidEvent] = RequestInvalid) -> None:
+    # PostgreSQL TEXT cannot hold U+0000. Records and event data are stored as bytes and keep
+    # it; identifiers and label summaries cannot, so they are refused as bad input.
+    if value is not None and "\x00" in value:
+        raise invalid(f"{field} contains U+0000, which PostgreSQL text cannot store", field=field)
+
+
+def _conflict(key: IdempotencyKey, record_json: bytes) -> IdempotencyConflict:
+    existing = orjson.loads(record_json)["decision_id"]
+    return IdempotencyConflict(
+        f"request_id '{key.request_id}' was already used for a different request "
+        f"(decision {existing})",
+        existing_decision_id=existing,
+    )
+
+
+def _split_url(url: str) -> tuple[str, dict[str, str]]:
+    """Remove the `lumyn_*` query parameters (pool settings) from a libpq URL."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    ours = {k: v for k, v in query if k.startswith("lumyn_")}
+    rest = [(k, v) for k, v in query if not k.startswith("lumyn_")]
+    return urlunsplit(parts._replace(query=urlencode(rest, safe="/"))), ours
+
+
+def _mask_password(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
