@@ -67,6 +67,7 @@ class SqliteStore:
         self._snapshots: set[str] = set()
         self._closed = False
         self._memory_writes = 0  # memory items this process committed
+        self._migrated = False
 
     # -- connections -------------------------------------------------------------------------
 
@@ -127,13 +128,15 @@ class SqliteStore:
                 conn.close()
                 raise
             self._writer = conn
+            self._migrated = True
         return self._writer
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            if self._identity is None:
-                # Create and migrate the database when we can; a read-only file can still be read.
+            if not self._migrated:
+                # Create and migrate the database when we can (waiting for a migration another
+                # thread is running); a read-only file can still be read.
                 with contextlib.suppress(StorageUnavailable):
                     self._writer_conn_safely()
             conn = self._open(write=False)
