@@ -85,13 +85,32 @@ class SqliteStore:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             if write:
-                conn.execute("PRAGMA journal_mode = WAL")
+                self._enable_wal(conn)
                 conn.execute("PRAGMA synchronous = FULL")
             self._check_identity(full=True)
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        # Switching to WAL needs a moment with no other writer and does not wait on the busy
+        # handler, so two stores opening a new file together retry here. Once set, the mode is
+        # stored in the file and later opens only read it.
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() == "wal":
+                    return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError("could not switch the database to WAL mode")
+            time.sleep(0.005)
 
     def _check_identity(self, full: bool = False) -> None:
         """Fail if the file was deleted or replaced since we first opened it.
