@@ -398,3 +398,26 @@ def test_readme_sdk_example_with_module_level_decide(tmp_path: Path, monkeypatch
     assert record["policy"]["policy_id"] == "lumyn-support"
     assert decide(req, config=LumynConfig(store_path=".lumyn/lumyn.db")) == record
     assert (tmp_path / ".lumyn" / "lumyn.db").exists()
+
+
+def test_decide_many_matches_decide_and_shares_one_commit(lumyn: Lumyn, tmp_path: Path) -> None:
+    requests = [
+        request(request_id="m-1"),
+        request(request_id="m-1"),  # a retry inside the batch: same record
+        request(request_id="m-1", evidence__ticket_id="x"),  # conflict
+        request(action__type="Bad"),  # invalid
+        request(evidence__order_id=DELETE),  # QUERY
+    ]
+    results = lumyn.decide_many(requests)
+    assert isinstance(results[0], dict) and isinstance(results[1], dict)
+    assert results[0]["decision_id"] == results[1]["decision_id"]
+    assert isinstance(results[2], IdempotencyConflict)
+    assert isinstance(results[3], RequestInvalid)
+    assert isinstance(results[4], dict) and results[4]["verdict"] == "QUERY"
+    for record in (results[0], results[4]):
+        assert isinstance(record, dict)
+        assert lumyn.get_decision(record["decision_id"])["verdict"] == record["verdict"]
+    assert lumyn.decide(request(request_id="m-1")) == results[0]
+    single = lumyn.decide(request(request_id="m-3"))
+    assert single["verdict"] == results[0]["verdict"]
+    assert single["reason_codes"] == results[0]["reason_codes"]

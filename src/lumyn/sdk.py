@@ -17,6 +17,7 @@ from lumyn.engine.normalize import normalize_request, tenant_of
 from lumyn.errors import (
     DecisionNotFound,
     InvalidEvent,
+    LumynError,
     RequestInvalid,
     StorageUnavailable,
 )
@@ -27,6 +28,24 @@ from lumyn.store import DecisionRow, IdempotencyKey, PolicySnapshot, Store, open
 RECORD_SCHEMA_VERSION = "decision_record.v0"
 EVENT_TYPES = ("outcome", "label", "note", "override")
 MAX_SUMMARY = 2000
+
+
+class _Pending:
+    """A decided record waiting for its write."""
+
+    __slots__ = ("key", "mode", "record", "record_json", "request", "row")
+
+    def __init__(self, record: dict[str, Any], record_json: bytes, row: DecisionRow,
+                 key: IdempotencyKey | None, request: dict[str, Any], mode: str) -> None:
+        self.record, self.record_json, self.row = record, record_json, row
+        self.key, self.request, self.mode = key, request, mode
+
+    def result(self, stored: bytes) -> dict[str, Any]:
+        if stored is self.record_json:
+            return self.record
+        # An identical earlier or concurrent request holds this key: return its record.
+        found: dict[str, Any] = orjson.loads(stored)
+        return found
 
 
 class Lumyn:
@@ -60,6 +79,59 @@ class Lumyn:
         for bad input and IdempotencyConflict for a reused request_id. Never raises for storage
         trouble: returns an ABSTAIN record with STORAGE_UNAVAILABLE instead.
         """
+        pending = self._evaluate(request)
+        if isinstance(pending, dict):
+            return pending
+        try:
+            stored = self.store.append_decision(pending.row, pending.key, self._snapshot)
+        except StorageUnavailable as exc:
+            return self._unavailable(pending.request, pending.mode, exc)
+        return pending.result(stored)
+
+    def decide_many(self, requests: list[Any]) -> list[dict[str, Any] | LumynError]:
+        """Decide several requests and make them all durable in one transaction (one fsync).
+
+        Each slot holds that request's record, or the LumynError decide() would have raised.
+        Used by the service's batching worker; results are the same as calling decide() on
+        each request in order.
+        """
+        results: list[dict[str, Any] | LumynError | None] = [None] * len(requests)
+        pending: list[tuple[int, _Pending]] = []
+        for index, request in enumerate(requests):
+            try:
+                outcome = self._evaluate(request)
+            except LumynError as exc:
+                results[index] = exc
+                continue
+            if isinstance(outcome, dict):
+                results[index] = outcome
+            else:
+                pending.append((index, outcome))
+        if pending:
+            writes = [(p.row, p.key, self._snapshot) for _, p in pending]
+            append_many = getattr(self.store, "append_decisions", None)
+            stored: list[bytes | LumynError]
+            if append_many is not None:
+                stored = append_many(writes)
+            else:
+                stored = []
+                for row, key, snapshot in writes:
+                    try:
+                        stored.append(self.store.append_decision(row, key, snapshot))
+                    except LumynError as exc:
+                        stored.append(exc)
+            for (index, p), written in zip(pending, stored, strict=True):
+                if isinstance(written, StorageUnavailable):
+                    results[index] = self._unavailable(p.request, p.mode, written)
+                elif isinstance(written, LumynError):
+                    results[index] = written
+                else:
+                    results[index] = p.result(written)
+        return [r for r in results if r is not None]
+
+    def _evaluate(self, request: Any) -> dict[str, Any] | _Pending:
+        """Everything up to the write: a finished record (dry run, storage trouble) or the
+        row to persist. Raises RequestInvalid for bad input."""
         normalized = normalize_request(request, self.config.redaction_profile)
         persisted, tenant = normalized.persisted, normalized.tenant_id
         self._check_policy_pin(persisted)
@@ -80,24 +152,15 @@ class Lumyn:
             )
         except StorageUnavailable as exc:
             return self._unavailable(persisted, mode, exc)
-
-        record = self._new_record(assess(
-                self.policy, persisted, tenant, similarity, mode, self.config.top_k, tokens
-            ))
+        record = self._new_record(
+            assess(self.policy, persisted, tenant, similarity, mode, self.config.top_k, tokens)
+        )
         if dry_run:
             record["extensions"] = {"lumyn": {"dry_run": True, "persisted": False}}
             return record
         record_json = canonical_bytes(record)
-        try:
-            stored = self.store.append_decision(
-                DecisionRow.from_record(record, tenant, record_json), key, self._snapshot
-            )
-        except StorageUnavailable as exc:
-            return self._unavailable(persisted, mode, exc)
-        if stored is not record_json:  # an identical concurrent request won the race
-            result: dict[str, Any] = orjson.loads(stored)
-            return result
-        return record
+        row = DecisionRow.from_record(record, tenant, record_json)
+        return _Pending(record, record_json, row, key, persisted, mode)
 
     def _new_record(self, body: dict[str, Any]) -> dict[str, Any]:
         return {

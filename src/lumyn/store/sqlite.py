@@ -209,15 +209,18 @@ class SqliteStore:
     # -- group commit --------------------------------------------------------------------------
 
     def _submit(self, work: Work) -> Any:
-        op = _Op(work)
+        return self._submit_many([work])[0].outcome()
+
+    def _submit_many(self, works: list[Work]) -> list[_Op]:
+        ops = [_Op(work) for work in works]
         with self._queue_lock:
-            self._queue.append(op)
+            self._queue.extend(ops)
         with self._write_lock:
-            if not op.done:
+            if not ops[-1].done:
                 with self._queue_lock:
                     batch, self._queue = self._queue, []
                 self._run(batch)
-        return op.outcome()
+        return ops
 
     def _run(self, batch: list[_Op]) -> None:
         try:
@@ -317,6 +320,31 @@ class SqliteStore:
     def append_decision(
         self, row: DecisionRow, key: IdempotencyKey | None, policy: PolicySnapshot
     ) -> bytes:
+        result: bytes = self._submit(self._decision_work(row, key, policy))
+        self._snapshots.add(policy.policy_hash)
+        return result
+
+    def append_decisions(
+        self, items: list[tuple[DecisionRow, IdempotencyKey | None, PolicySnapshot]]
+    ) -> list[bytes | LumynError]:
+        """Several appends in one transaction; each slot is the stored JSON or that item's
+        error (IdempotencyConflict, or StorageUnavailable for all when the commit fails)."""
+        ops = self._submit_many([self._decision_work(*item) for item in items])
+        results: list[bytes | LumynError] = []
+        for op in ops:
+            if op.error is None:
+                results.append(op.result)
+            elif isinstance(op.error, LumynError):
+                results.append(op.error)
+            else:
+                raise op.error
+        if all(op.error is None for op in ops):
+            self._snapshots.update(policy.policy_hash for _, _, policy in items)
+        return results
+
+    def _decision_work(
+        self, row: DecisionRow, key: IdempotencyKey | None, policy: PolicySnapshot
+    ) -> Work:
         def work(conn: sqlite3.Connection) -> bytes:
             try:
                 conn.execute(
@@ -347,9 +375,7 @@ class SqliteStore:
                 )
             return row.record_json
 
-        result: bytes = self._submit(work)
-        self._snapshots.add(policy.policy_hash)
-        return result
+        return work
 
     def find_idempotent(self, tenant_id: str, request_id: str) -> tuple[str, bytes] | None:
         def fn(conn: sqlite3.Connection) -> tuple[str, bytes] | None:
