@@ -398,15 +398,10 @@ def test_concurrent_same_request_id_makes_exactly_one_decision(
     assert count_decisions(raw_sql, store_url, "race") == 1
 
 
-def test_concurrent_first_use_of_an_empty_store(store_url: str, backend: str,
+def test_concurrent_first_use_of_an_empty_store(store_url: str,
                                                 request: pytest.FixtureRequest) -> None:
     """Two instances (think: two replicas starting) make their very first decisions at the
     same moment on an empty store: none may fail for storage reasons."""
-    if backend == "sqlite":
-        request.applymarker(pytest.mark.xfail(
-            strict=False,
-            reason="core SQLite race: a reader may query before the first writer's migration "
-                   "commits ('no such table: memory_items'); reported to the core owner"))
     for _attempt in range(5):  # the race is narrow; a few cold starts make it likely
         fresh = store_url if _attempt == 0 else _fresh_url(store_url, request, _attempt)
         instances = [Lumyn(LumynConfig(storage_url=fresh)) for _ in range(2)]
