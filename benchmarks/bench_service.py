@@ -1,0 +1,186 @@
+"""The Lumyn service vs a bare FastAPI endpoint under the same load, in the same run.
+
+    python benchmarks/bench_service.py [--seconds 10] [--connections 16]
+
+Both servers are single uvicorn processes with the same settings (uvicorn defaults: uvloop and
+httptools when installed, access log off). The bare endpoint parses the same JSON body with
+orjson and returns a JSON object of the record's size. Load: wrk when installed (16 keep-alive
+connections, distinct request_id per request), else an httpx driver in another process.
+Lumyn runs with a durable SQLite store (WAL, synchronous=FULL); after its run every 200 is
+checked against the database. Targets (issue 4): throughput ≥ 0.5 × bare, p99 ≤ 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import sample_request  # noqa: E402
+
+BARE_APP = """
+import sys, orjson, uvicorn
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+app = FastAPI()
+PAD = "x" * int(sys.argv[2])
+@app.post("/v0/decide")
+async def decide(request: Request) -> Response:
+    body = orjson.loads(await request.body())
+    return Response(orjson.dumps({"echo": body, "padding": PAD}), media_type="application/json")
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="info", access_log=False)
+"""
+
+WRK_SCRIPT = """
+local counter = 0
+local next_id = 0
+function setup(thread) thread:set("tid", next_id); next_id = next_id + 1 end
+function request()
+  counter = counter + 1
+  local body = string.gsub(TEMPLATE, "__RID__", tid .. "-" .. counter)
+  return wrk.format("POST", "/v0/decide", {["Content-Type"] = "application/json"}, body)
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT %d %d %d %d %d %d\\n", summary.requests, summary.duration, e.status,
+    e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("server exited early")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+def run_wrk(port: int, template: str, seconds: int, connections: int, tmp: Path) -> dict[str, Any]:
+    script = tmp / f"load-{port}.lua"
+    script.write_text(f"TEMPLATE = {json.dumps(template)}\n" + WRK_SCRIPT)
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(script),
+         f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT"))
+    requests, duration_us, non2xx, errors, p50, p99 = (int(v) for v in line.split()[1:])
+    return {"requests": requests, "ok": requests - non2xx - errors, "non2xx": non2xx,
+            "errors": errors, "per_s": requests / (duration_us / 1e6),
+            "p50_ms": p50 / 1000, "p99_ms": p99 / 1000}
+
+
+def run_httpx(port: int, template: str, seconds: int, connections: int) -> dict[str, Any]:
+    driver = textwrap.dedent(f"""
+        import asyncio, json, sys, time, httpx
+        TEMPLATE = {json.dumps(template)}
+        async def worker(i, client, stop, lat, codes):
+            n = 0
+            while time.monotonic() < stop:
+                n += 1
+                body = TEMPLATE.replace("__RID__", f"{{i}}-{{n}}")
+                t = time.perf_counter()
+                r = await client.post("/v0/decide", content=body,
+                                      headers={{"content-type": "application/json"}})
+                lat.append(time.perf_counter() - t); codes.append(r.status_code)
+        async def main():
+            lat, codes = [], []
+            limits = httpx.Limits(max_connections={connections})
+            async with httpx.AsyncClient(base_url="http://127.0.0.1:{port}", limits=limits,
+                                         timeout=30) as client:
+                start = time.monotonic(); stop = start + {seconds}
+                await asyncio.gather(*(worker(i, client, stop, lat, codes)
+                                       for i in range({connections})))
+                elapsed = time.monotonic() - start
+            lat.sort()
+            ok = sum(1 for c in codes if c == 200)
+            print(json.dumps({{"requests": len(codes), "ok": ok, "non2xx": len(codes) - ok,
+                              "errors": 0, "per_s": len(codes) / elapsed,
+                              "p50_ms": lat[len(lat) // 2] * 1e3,
+                              "p99_ms": lat[int(len(lat) * 0.99)] * 1e3}}))
+        asyncio.run(main())
+    """)
+    out = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, check=True)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--driver", choices=["auto", "wrk", "httpx"], default="auto")
+    args = parser.parse_args()
+    driver = args.driver if args.driver != "auto" else ("wrk" if shutil.which("wrk") else "httpx")
+
+    request = sample_request(0)
+    request["request_id"] = "__RID__"
+    template = json.dumps(request)
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        for var in ("LUMYN_SIGNING_SECRET", "LUMYN_STORAGE_URL", "LUMYN_CONFIG_PATH"):
+            env.pop(var, None)
+        results: dict[str, dict[str, Any]] = {}
+        for name in ("bare", "lumyn"):
+            port = free_port()
+            if name == "bare":
+                command = [sys.executable, "-c", BARE_APP, str(port), "2300"]
+            else:
+                command = [sys.executable, "-m", "lumyn.cli.main", "serve", "--workspace",
+                           str(tmp / ".lumyn"), "--host", "127.0.0.1", "--port", str(port)]
+            process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
+            try:
+                wait_ready(port, process)
+                if driver == "wrk":
+                    results[name] = run_wrk(port, template, args.seconds, args.connections, tmp)
+                else:
+                    results[name] = run_httpx(port, template, args.seconds, args.connections)
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+
+        db = sqlite3.connect(tmp / ".lumyn" / "lumyn.db")
+        stored = db.execute("SELECT count(*) FROM decisions").fetchone()[0]
+        db.close()
+
+    bare, lumyn = results["bare"], results["lumyn"]
+    ratio = lumyn["per_s"] / bare["per_s"]
+    print(f"driver: {driver}, {args.connections} keep-alive connections, {args.seconds} s each")
+    for name, r in (("bare FastAPI", bare), ("lumyn", lumyn)):
+        print(f"{name:13s} {r['per_s']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
+              f"p99 {r['p99_ms']:6.2f} ms  ok {r['ok']}  non-2xx {r['non2xx']}  "
+              f"errors {r['errors']}")
+    print(f"throughput ratio lumyn / bare = {ratio:.2f}  (target >= 0.5)")
+    print(f"lumyn p99 = {lumyn['p99_ms']:.1f} ms  (target <= 50 ms)")
+    print(f"durable: {stored} decisions in the store for {lumyn['ok']} answered 200 "
+          f"({'ok' if stored >= lumyn['ok'] else 'MISSING'})")
+    good = ratio >= 0.5 and lumyn["p99_ms"] <= 50 and stored >= lumyn["ok"] and lumyn["non2xx"] == 0
+    return 0 if good else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

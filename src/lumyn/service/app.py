@@ -1,0 +1,212 @@
+"""FastAPI routes. Thin: authenticate, parse, call the core in a worker thread, map errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import anyio
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from lumyn.config import LumynConfig
+from lumyn.engine.normalize import tenant_of
+from lumyn.errors import LumynError
+from lumyn.sdk import Lumyn
+from lumyn.service import openapi as oa
+from lumyn.service.auth import tenant_for_key, verify_signature
+from lumyn.service.batch import BatchDecider
+from lumyn.service.errors import JSON, ApiError, error_response, from_core
+
+T = TypeVar("T")
+WORKER_THREADS = 8  # reads and events; decides go through the batching worker
+
+
+def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
+    owned = lumyn is None
+    gateway = lumyn or Lumyn(config)
+    limiter = anyio.CapacityLimiter(WORKER_THREADS)
+    decider: list[BatchDecider] = []  # started with the app, so no thread outlives it
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        decider.append(BatchDecider(gateway))
+        try:
+            yield
+        finally:
+            decider.pop().close()
+            if owned:
+                gateway.close()
+
+    app = FastAPI(
+        title="Lumyn decision gateway",
+        version=_version(),
+        description="Deterministic decide() gateway with durable, replayable Decision Records.",
+        lifespan=lifespan,
+    )
+
+    async def core(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=limiter)
+        except LumynError as exc:
+            raise from_core(exc) from None
+
+    async def authenticate(request: Request, body: bytes) -> str | None:
+        if config.signing_secret:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            verify_signature(
+                secret=config.signing_secret, scheme=config.signing_scheme,
+                window_s=config.signature_window_s, headers=request.headers,
+                method=request.method, target=target, body=body,
+            )
+        return tenant_for_key(config.tenant_keys, request.headers)
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
+            raise _too_large(config.max_body_bytes)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > config.max_body_bytes:
+                raise _too_large(config.max_body_bytes)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def parse_json(request: Request, body: bytes) -> Any:
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != JSON:
+            raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json",
+                           field="Content-Type")
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "INVALID_JSON", f"body is not valid JSON: {exc}",
+                           field="(body)") from None
+
+    @app.post(
+        "/v0/decide",
+        summary="Decide on a DecisionRequest; the record is durable when this returns 200",
+        openapi_extra={
+            **oa.json_body(oa.request_schema()),
+            "responses": oa.responses(200, oa.record_schema(), 400, 401, 403, 409, 413, 415, 422,
+                                      503, ok="DecisionRecord (durably stored)"),
+        },
+    )
+    async def decide(request: Request) -> Response:
+        body = await read_body(request)
+        tenant = await authenticate(request, body)
+        payload = parse_json(request, body)
+        if tenant is not None:
+            asked = tenant_of(payload) if isinstance(payload, dict) else ""
+            if asked != tenant:
+                raise ApiError(403, "TENANT_MISMATCH",
+                               "request tenant must be the API key's tenant",
+                               field="tenant.tenant_id")
+        try:
+            record = await decider[0].decide(payload)
+        except LumynError as exc:
+            raise from_core(exc) from None
+        status = 503 if "STORAGE_UNAVAILABLE" in record["reason_codes"] else 200
+        return Response(orjson.dumps(record), status_code=status, media_type=JSON)
+
+    @app.get(
+        "/v0/decisions/{decision_id}",
+        summary="Read a Decision Record with its event log",
+        openapi_extra={"responses": oa.responses(200, oa.record_schema(), 401, 404, 503)},
+    )
+    async def get_decision(decision_id: str, request: Request) -> Response:
+        tenant = await authenticate(request, await read_body(request))
+        record = await core(gateway.get_decision, decision_id, tenant_id=tenant)
+        return Response(orjson.dumps(record), media_type=JSON)
+
+    @app.post(
+        "/v0/decisions/{decision_id}/events",
+        summary="Append an outcome, label, note or override; a label feeds Experience Memory",
+        status_code=201,
+        openapi_extra={
+            **oa.json_body(oa.EVENT_REQUEST_SCHEMA),
+            "responses": oa.responses(201, oa.EVENT_SCHEMA, 400, 401, 404, 413, 415, 422, 503,
+                                      ok="The appended event"),
+        },
+    )
+    async def append_event(decision_id: str, request: Request) -> Response:
+        body = await read_body(request)
+        tenant = await authenticate(request, body)
+        payload = parse_json(request, body)
+        if not isinstance(payload, dict):
+            raise ApiError(422, "INVALID_EVENT", "event must be a JSON object", field="(body)")
+        unknown = sorted(set(payload) - {"type", "data"})
+        if unknown:
+            raise ApiError(422, "INVALID_EVENT", f"unknown field '{unknown[0]}'", field=unknown[0])
+        event_type = payload.get("type")
+        if not isinstance(event_type, str):
+            raise ApiError(422, "INVALID_EVENT", "type must be a string", field="type")
+        event = await core(gateway.append_event, decision_id, event_type, payload.get("data"),
+                           tenant_id=tenant)
+        return Response(orjson.dumps(event), status_code=201, media_type=JSON)
+
+    @app.get(
+        "/v0/policy",
+        summary="The loaded policy's id, version and hash",
+        openapi_extra={"responses": oa.responses(200, {
+            "type": "object",
+            "properties": {"policy_id": {"type": "string"}, "policy_version": {"type": "string"},
+                           "policy_hash": {"type": "string"}},
+        }, 401)},
+    )
+    async def policy(request: Request) -> Response:
+        await authenticate(request, await read_body(request))
+        return Response(orjson.dumps(gateway.policy.summary()), media_type=JSON)
+
+    @app.get(
+        "/healthz",
+        summary="Liveness and store reachability (not signed, for load balancers)",
+        openapi_extra={"responses": oa.responses(200, {"type": "object"}, 503)},
+    )
+    async def healthz() -> Response:
+        try:
+            version = await anyio.to_thread.run_sync(gateway.store.schema_version, limiter=limiter)
+        except LumynError as exc:
+            return error_response(503, exc.reason_code, exc.message)
+        body = {"status": "ok", "schema_version": version, **gateway.policy.summary()}
+        return Response(orjson.dumps(body), media_type=JSON)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> Response:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "path"))
+        return error_response(422, "INVALID_REQUEST", str(first.get("msg", "invalid request")),
+                              field or None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+        return error_response(exc.status_code, codes.get(exc.status_code, "HTTP_ERROR"),
+                              str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> Response:
+        # Never leak a traceback; bad input must never get here (tests hold that line).
+        return error_response(500, "INTERNAL_ERROR", f"unexpected {type(exc).__name__}")
+
+    return app
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "BODY_TOO_LARGE", f"body exceeds {limit} bytes", field="(body)")
+
+
+def _version() -> str:
+    from lumyn import __version__
+
+    return __version__

@@ -1,0 +1,267 @@
+"""The HTTP service through the ASGI client: routes, errors, signing, tenant keys."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from lumyn import LumynConfig
+from lumyn.service import create_app
+from lumyn.service.auth import body_signature, v1_signature
+
+BASE: dict[str, Any] = {
+    "schema_version": "decision_request.v0",
+    "subject": {"type": "service", "id": "support-agent", "tenant_id": "acme"},
+    "action": {
+        "type": "support.refund",
+        "intent": "Refund duplicate charge",
+        "amount": {"value": 12.0, "currency": "USD"},
+        "tags": ["duplicate_charge"],
+    },
+    "evidence": {
+        "ticket_id": "ZD-1", "order_id": "1", "customer_id": "C-9", "customer_age_days": 180,
+        "previous_refund_count_90d": 0, "chargeback_risk": 0.05, "payment_instrument_risk": "low",
+    },
+    "context": {"mode": "digest_only", "digest": "sha256:" + "a" * 64},
+}
+
+
+def refund(**evidence: Any) -> dict[str, Any]:
+    request = copy.deepcopy(BASE)
+    request["evidence"].update(evidence)
+    return request
+
+
+def client_for(tmp_path: Path, **settings: Any) -> TestClient:
+    config = LumynConfig(store_path=str(tmp_path / "lumyn.db"), **settings)
+    return TestClient(create_app(config))
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with client_for(tmp_path) as c:
+        yield c
+
+
+def error_of(response: Any) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error"}, body
+    return dict(body["error"])
+
+
+def test_decide_read_label_and_compounding(client: TestClient) -> None:
+    first = client.post("/v0/decide", json=refund())
+    assert first.status_code == 200
+    record = first.json()
+    assert record["verdict"] == "TRUST"
+    read = client.get(f"/v0/decisions/{record['decision_id']}")
+    assert read.status_code == 200 and read.json() == record
+    label = client.post(f"/v0/decisions/{record['decision_id']}/events",
+                        json={"type": "label", "data": {"label": "failure", "summary": "fraud"}})
+    assert label.status_code == 201
+    assert label.json()["data"]["label"] == "failure"
+    second = client.post("/v0/decide", json=refund(ticket_id="ZD-2", order_id="2")).json()
+    assert second["verdict"] == "ESCALATE"
+    assert "FAILURE_MEMORY_SIMILAR_ESCALATE" in second["reason_codes"]
+    log = client.get(f"/v0/decisions/{record['decision_id']}").json()["decision_event_log"]
+    assert [e["type"] for e in log] == ["label"]
+
+
+def test_idempotent_retry_and_conflict(client: TestClient) -> None:
+    request = {**refund(), "request_id": "r-1"}
+    first = client.post("/v0/decide", json=request).json()
+    assert client.post("/v0/decide", json=request).json() == first
+    conflict = client.post("/v0/decide", json={**refund(ticket_id="other"), "request_id": "r-1"})
+    assert conflict.status_code == 409
+    assert error_of(conflict)["reason_code"] == "IDEMPOTENCY_CONFLICT"
+    assert error_of(conflict)["existing_decision_id"] == first["decision_id"]
+
+
+def test_policy_and_healthz(client: TestClient) -> None:
+    policy = client.get("/v0/policy").json()
+    assert policy["policy_id"] == "lumyn-support" and policy["policy_hash"].startswith("sha256:")
+    health = client.get("/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code", "field"),
+    [
+        ({"content": b"{nope", "headers": {"content-type": "application/json"}}, 400,
+         "INVALID_JSON", "(body)"),
+        ({"content": b'{"a": NaN}', "headers": {"content-type": "application/json"}}, 400,
+         "INVALID_JSON", "(body)"),
+        ({"content": b"{}", "headers": {"content-type": "text/plain"}}, 415,
+         "UNSUPPORTED_MEDIA_TYPE", "Content-Type"),
+        ({"json": {"schema_version": "decision_request.v0"}}, 422, "INVALID_REQUEST_SCHEMA",
+         "(root)"),
+        ({"json": {**BASE, "action": {**BASE["action"], "type": "Refund"}}}, 422,
+         "INVALID_REQUEST_SCHEMA", "action.type"),
+        ({"json": [1, 2]}, 422, "INVALID_REQUEST_SCHEMA", "(root)"),
+        ({"json": {**BASE, "context": {"mode": "inline", "digest": "sha256:" + "b" * 64,
+                                       "inline": {"x": 1}}}}, 422, "CONTEXT_DIGEST_MISMATCH",
+         "context.digest"),
+    ],
+)
+def test_bad_decide_input_is_a_4xx_naming_reason_and_field(
+    client: TestClient, kwargs: dict[str, Any], status: int, code: str, field: str
+) -> None:
+    response = client.post("/v0/decide", **kwargs)
+    assert response.status_code == status, response.text
+    assert error_of(response)["reason_code"] == code
+    assert error_of(response)["field"] == field
+
+
+def test_oversized_body_is_413(tmp_path: Path) -> None:
+    with client_for(tmp_path, max_body_bytes=2048) as client:
+        big = refund(note="x" * 4096)
+        response = client.post("/v0/decide", json=big)
+        assert response.status_code == 413
+        assert error_of(response)["reason_code"] == "BODY_TOO_LARGE"
+        # without a Content-Length (chunked), the limit holds while reading
+        chunks = iter([orjson.dumps(big)[i:i + 1000] for i in range(0, 5000, 1000)])
+        chunked = client.post("/v0/decide", content=chunks,
+                              headers={"content-type": "application/json"})
+        assert chunked.status_code == 413
+
+
+def test_unknown_decision_and_event_errors(client: TestClient) -> None:
+    assert error_of(client.get("/v0/decisions/01ARZ3NDEKTSV4RRFFQ69G5FAV"))["reason_code"] == (
+        "DECISION_NOT_FOUND")
+    decision = client.post("/v0/decide", json=refund()).json()["decision_id"]
+    url = f"/v0/decisions/{decision}/events"
+    cases = [
+        ({"type": "rumour"}, "type"),
+        ({"type": "label", "data": {"label": "meh"}}, "label"),
+        ({"type": "note", "data": "text"}, "data"),
+        ({"type": "note", "extra": 1}, "extra"),
+        ([], "(body)"),
+    ]
+    for body, field in cases:
+        response = client.post(url, json=body)
+        assert response.status_code == 422, (body, response.text)
+        assert error_of(response)["field"] == field
+    missing = client.post("/v0/decisions/01ARZ3NDEKTSV4RRFFQ69G5FAV/events",
+                          json={"type": "note", "data": {}})
+    assert missing.status_code == 404
+
+
+def test_openapi_describes_routes_with_the_shipped_schemas(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert set(spec["paths"]) >= {"/v0/decide", "/v0/decisions/{decision_id}",
+                                  "/v0/decisions/{decision_id}/events", "/v0/policy", "/healthz"}
+    decide = spec["paths"]["/v0/decide"]["post"]
+    body = decide["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["schema_version", "subject", "action", "context"]
+    record = decide["responses"]["200"]["content"]["application/json"]["schema"]
+    assert "determinism" in record["properties"]
+    assert "$ref" not in orjson.dumps(record).decode()  # self-contained
+    assert {"409", "413", "415", "422"} <= set(decide["responses"])
+
+
+SECRET = "s3cret"
+
+
+def signed(body: bytes) -> dict[str, str]:
+    return {"content-type": "application/json", "x-lumyn-signature": body_signature(SECRET, body)}
+
+
+def test_body_signatures_guard_every_route(tmp_path: Path) -> None:
+    with client_for(tmp_path, signing_secret=SECRET) as client:
+        body = orjson.dumps(refund())
+        unsigned = client.post("/v0/decide", content=body,
+                               headers={"content-type": "application/json"})
+        assert (unsigned.status_code, error_of(unsigned)["reason_code"]) == (401, "SIGNATURE_MISSING")
+        malformed = client.post("/v0/decide", content=body, headers={
+            "content-type": "application/json", "x-lumyn-signature": "md5:abc"})
+        assert error_of(malformed)["reason_code"] == "SIGNATURE_MALFORMED"
+        wrong = client.post("/v0/decide", content=body, headers=signed(body + b" "))
+        assert error_of(wrong)["reason_code"] == "SIGNATURE_INVALID"
+        ok = client.post("/v0/decide", content=body, headers=signed(body))
+        assert ok.status_code == 200
+        decision = ok.json()["decision_id"]
+        assert client.get(f"/v0/decisions/{decision}").status_code == 401  # reads too
+        assert client.get("/v0/policy").status_code == 401
+        assert client.get(f"/v0/decisions/{decision}", headers=signed(b"")).status_code == 200
+        assert client.get("/healthz").status_code == 200  # open for load balancers
+
+
+def v1_headers(method: str, target: str, body: bytes, stamp: int | None = None) -> dict[str, str]:
+    ts = str(int(time.time()) if stamp is None else stamp)
+    return {"content-type": "application/json", "x-lumyn-timestamp": ts,
+            "x-lumyn-signature": v1_signature(SECRET, ts, method, target, body)}
+
+
+def test_v1_signatures_bind_route_and_time(tmp_path: Path) -> None:
+    with client_for(tmp_path, signing_secret=SECRET, signing_scheme="v1",
+                    signature_window_s=60) as client:
+        body = orjson.dumps(refund())
+        ok = client.post("/v0/decide", content=body, headers=v1_headers("POST", "/v0/decide", body))
+        assert ok.status_code == 200
+        decision = ok.json()["decision_id"]
+        read = f"/v0/decisions/{decision}"
+        captured = v1_headers("GET", read, b"")
+        assert client.get(read, headers=captured).status_code == 200
+        # the same signature on another route fails
+        other = client.get("/v0/policy", headers=captured)
+        assert (other.status_code, error_of(other)["reason_code"]) == (401, "SIGNATURE_INVALID")
+        # the seed scheme's body-only signature is not accepted under v1
+        legacy = client.get(read, headers={"x-lumyn-signature": body_signature(SECRET, b"")})
+        assert error_of(legacy)["reason_code"] == "SIGNATURE_MALFORMED"
+        # outside the window
+        old = client.get(read, headers=v1_headers("GET", read, b"", stamp=int(time.time()) - 120))
+        assert error_of(old)["reason_code"] == "SIGNATURE_EXPIRED"
+        # a tampered timestamp breaks the signature
+        tampered = dict(captured, **{"x-lumyn-timestamp": str(int(time.time()) + 1)})
+        assert error_of(client.get(read, headers=tampered))["reason_code"] == "SIGNATURE_INVALID"
+
+
+def test_signature_helper_is_hmac_sha256_of_body() -> None:
+    expected = hmac.new(b"k", b"{}", hashlib.sha256).hexdigest()
+    assert body_signature("k", b"{}") == f"sha256:{expected}"
+
+
+KEYS = {"key-acme": "acme", "key-globex": "globex"}
+
+
+def test_tenant_keys_isolate_tenants(tmp_path: Path) -> None:
+    with client_for(tmp_path, tenant_keys=KEYS) as client:
+        acme = {"Authorization": "Bearer key-acme"}
+        globex = {"X-Lumyn-Api-Key": "key-globex"}
+        assert error_of(client.post("/v0/decide", json=refund()))["reason_code"] == "API_KEY_MISSING"
+        bad = client.post("/v0/decide", json=refund(), headers={"Authorization": "Bearer nope"})
+        assert (bad.status_code, error_of(bad)["reason_code"]) == (401, "API_KEY_INVALID")
+        decision = client.post("/v0/decide", json=refund(), headers=acme)
+        assert decision.status_code == 200
+        decision_id = decision.json()["decision_id"]
+        cross = client.post("/v0/decide", json=refund(), headers=globex)
+        assert (cross.status_code, error_of(cross)["field"]) == (403, "tenant.tenant_id")
+        assert client.get(f"/v0/decisions/{decision_id}", headers=acme).status_code == 200
+        hidden = client.get(f"/v0/decisions/{decision_id}", headers=globex)
+        assert (hidden.status_code, error_of(hidden)["reason_code"]) == (404, "DECISION_NOT_FOUND")
+        label = client.post(f"/v0/decisions/{decision_id}/events", headers=globex,
+                            json={"type": "label", "data": {"label": "failure"}})
+        assert label.status_code == 404
+        assert client.get(f"/v0/decisions/{decision_id}", headers=acme).json().get(
+            "decision_event_log") is None
+
+
+def test_storage_failure_returns_the_abstain_record(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    config = LumynConfig(store_path=str(blocker / "db" / "lumyn.db"))
+    with TestClient(create_app(config)) as client:
+        response = client.post("/v0/decide", json=refund())
+        assert response.status_code == 503
+        assert response.json()["verdict"] == "ABSTAIN"
+        assert response.json()["reason_codes"] == ["STORAGE_UNAVAILABLE"]
+        assert client.get("/healthz").status_code == 503

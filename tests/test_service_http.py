@@ -1,0 +1,120 @@
+"""The real service over real HTTP: `lumyn serve` in a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from lumyn.service.auth import v1_signature
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+SECRET = "e2e-secret"
+REQUEST: dict[str, Any] = {
+    "schema_version": "decision_request.v0",
+    "subject": {"type": "service", "id": "support-agent", "tenant_id": "acme"},
+    "action": {"type": "support.refund", "intent": "Refund duplicate charge",
+               "amount": {"value": 12.0, "currency": "USD"}, "tags": ["duplicate_charge"]},
+    "evidence": {"ticket_id": "ZD-1", "order_id": "1", "customer_id": "C-9",
+                 "customer_age_days": 180, "previous_refund_count_90d": 0,
+                 "chargeback_risk": 0.05, "payment_instrument_risk": "low"},
+    "context": {"mode": "digest_only", "digest": "sha256:" + "a" * 64},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(workspace: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    full_env = {**os.environ, "PYTHONPATH": str(SRC), **env}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lumyn.cli.main", "serve", "--workspace", str(workspace),
+         "--host", "127.0.0.1", "--port", str(port)],
+        env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(process.stderr.read().decode() if process.stderr else "exited")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return process, base
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("server did not start")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    process, base = start_server(tmp_path / ".lumyn", {
+        "LUMYN_SIGNING_SECRET": SECRET, "LUMYN_SIGNING_SCHEME": "v1"})
+    yield base
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=10)
+
+
+def call(client: httpx.Client, method: str, path: str, body: Any = None) -> httpx.Response:
+    raw = b"" if body is None else orjson.dumps(body)
+    stamp = str(int(time.time()))
+    headers = {"x-lumyn-timestamp": stamp,
+               "x-lumyn-signature": v1_signature(SECRET, stamp, method, path, raw)}
+    if body is not None:
+        headers["content-type"] = "application/json"
+    return client.request(method, path, content=raw, headers=headers)
+
+
+def test_signed_decide_read_label_compounding_over_http(server: str) -> None:
+    with httpx.Client(base_url=server, timeout=10) as client:
+        first = call(client, "POST", "/v0/decide", REQUEST)
+        assert first.status_code == 200, first.text
+        decision = first.json()["decision_id"]
+        assert first.json()["verdict"] == "TRUST"
+        assert call(client, "GET", f"/v0/decisions/{decision}").json() == first.json()
+        labeled = call(client, "POST", f"/v0/decisions/{decision}/events",
+                       {"type": "label", "data": {"label": "failure", "summary": "chargeback"}})
+        assert labeled.status_code == 201
+        similar = copy.deepcopy(REQUEST)
+        similar["evidence"].update(ticket_id="ZD-2", order_id="2")
+        second = call(client, "POST", "/v0/decide", similar).json()
+        assert second["verdict"] == "ESCALATE"
+        unsigned = client.get(f"/v0/decisions/{decision}")
+        assert unsigned.status_code == 401
+
+
+def test_concurrent_decides_are_all_durable(server: str, tmp_path: Path) -> None:
+    def one(i: int) -> dict[str, Any]:
+        body = copy.deepcopy(REQUEST)
+        body["request_id"] = f"c-{i}"
+        body["evidence"]["ticket_id"] = f"ZD-{i}"
+        with httpx.Client(base_url=server, timeout=30) as client:
+            response = call(client, "POST", "/v0/decide", body)
+            assert response.status_code == 200, response.text
+            return dict(response.json())
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        records = list(pool.map(one, range(64)))
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / ".lumyn" / "lumyn.db")
+    stored = {row[0] for row in db.execute("SELECT decision_id FROM decisions")}
+    db.close()
+    assert {r["decision_id"] for r in records} <= stored
+    assert len(records) == 64
