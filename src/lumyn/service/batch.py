@@ -1,4 +1,4 @@
-"""One worker thread that decides in batches: each batch is one transaction (one fsync).
+"""Worker threads that decide in batches: each batch is one transaction (one fsync).
 
 The event loop only enqueues and awaits a future; the worker drains whatever is queued,
 runs `Lumyn.decide_many` and hands results back with one loop callback per batch. This keeps
@@ -18,18 +18,25 @@ from lumyn.errors import LumynError
 from lumyn.sdk import Lumyn
 
 MAX_BATCH = 128
+# Two workers let one evaluate the next batch while the other waits on its commit's fsync;
+# the store's group commit merges whatever they submit together.
+WORKERS = 2
 _STOP = object()
 
 Item = tuple[Any, "asyncio.Future[dict[str, Any]]", asyncio.AbstractEventLoop]
 
 
 class BatchDecider:
-    def __init__(self, gateway: Lumyn, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, gateway: Lumyn, max_batch: int = MAX_BATCH, workers: int = WORKERS) -> None:
         self.gateway = gateway
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[Item | object] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="lumyn-decider", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"lumyn-decider-{n}", daemon=True)
+            for n in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     async def decide(self, payload: Any) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -38,8 +45,10 @@ class BatchDecider:
         return await future
 
     def close(self) -> None:
-        self._queue.put(_STOP)
-        self._thread.join(timeout=30)
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        for thread in self._threads:
+            thread.join(timeout=30)
 
     def _loop(self) -> None:
         while True:
