@@ -18,9 +18,13 @@ POLICY_SCHEMA = "policy.v0.schema.json"
 
 
 @cache
+def _schema_text(name: str) -> str:
+    return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+
+
 def load_schema(name: str) -> dict[str, Any]:
-    text = resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
-    schema: dict[str, Any] = json.loads(text)
+    """A fresh copy each call: validator compilers rewrite `$ref`s in place."""
+    schema: dict[str, Any] = json.loads(_schema_text(name))
     return schema
 
 
