@@ -7,7 +7,6 @@ database of the session's pgserver.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -24,11 +23,6 @@ from typing import Any
 import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src"
-SERVICE_READY = importlib.util.find_spec("lumyn.service") is not None
-needs_service = pytest.mark.xfail(
-    not SERVICE_READY, strict=True,
-    reason="lumyn.service is not written yet; these run for real as soon as it exists",
-)
 
 
 def refund(ticket: str, **evidence: Any) -> dict[str, Any]:
@@ -139,7 +133,6 @@ def label(replica: Replica, decision_id: str, value: str, summary: str) -> dict[
     return dict(event)
 
 
-@needs_service
 def test_a_decision_made_through_one_replica_is_read_and_labeled_through_the_other(
     replicas: tuple[Replica, Replica]
 ) -> None:
@@ -158,7 +151,6 @@ def test_a_decision_made_through_one_replica_is_read_and_labeled_through_the_oth
     assert a.call("GET", "/v0/policy")[1] == b.call("GET", "/v0/policy")[1]
 
 
-@needs_service
 def test_memory_labeled_through_one_replica_changes_the_verdict_on_the_other(
     replicas: tuple[Replica, Replica], pg_url: str, tmp_path: Path
 ) -> None:
@@ -186,7 +178,6 @@ def test_memory_labeled_through_one_replica_changes_the_verdict_on_the_other(
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
 
 
-@needs_service
 def test_idempotent_retries_across_replicas_make_one_decision(
     replicas: tuple[Replica, Replica]
 ) -> None:

@@ -21,7 +21,7 @@ import pytest
 from lumyn import Lumyn, LumynConfig
 from lumyn.contracts import canonical_bytes, validate_record
 from lumyn.contracts.ids import new_id, utc_now
-from lumyn.errors import DecisionNotFound, IdempotencyConflict, StorageUnavailable
+from lumyn.errors import DecisionNotFound, IdempotencyConflict, RequestInvalid, StorageUnavailable
 from lumyn.policy import bundled_policy_path, load_policy
 from lumyn.store import DecisionRow, IdempotencyKey, PolicySnapshot, Store, open_store
 from lumyn.store.base import SCHEMA_VERSION
@@ -459,6 +459,72 @@ def test_concurrent_conflicting_requests_one_wins_the_rest_conflict(store_url: s
     assert count_decisions(raw_sql, store_url, "contested") == 1
 
 
+# -- batches (Lumyn.decide_many → store.append_decisions, as the service uses them) -------------
+
+
+def test_decide_many_is_per_slot_and_durable(lumyn: Lumyn, raw_sql: RawSql,
+                                             store_url: str) -> None:
+    stored_before = lumyn.decide(with_request_id(refund(ticket_id="ZD-0"), "b-0"))
+    bad = refund()
+    bad["action"]["type"] = "Bad"
+    results = lumyn.decide_many([
+        with_request_id(refund(ticket_id="ZD-1"), "b-1"),
+        with_request_id(refund(ticket_id="ZD-1"), "b-1"),  # a retry inside the batch
+        with_request_id(refund(ticket_id="ZD-x"), "b-1"),  # same key, other request
+        with_request_id(refund(ticket_id="ZD-0"), "b-0"),  # a retry of a stored decision
+        with_request_id(refund(ticket_id="ZD-y"), "b-0"),  # conflicts with the stored one
+        bad,
+        refund(ticket_id="ZD-2"),
+        refund(ticket_id="ZD-3", payment_instrument_risk="high"),
+    ])
+    assert isinstance(results[0], dict) and results[0] == results[1]
+    assert isinstance(results[2], IdempotencyConflict)
+    assert results[2].existing_decision_id == results[0]["decision_id"]
+    assert results[3] == stored_before
+    assert isinstance(results[4], IdempotencyConflict)
+    assert isinstance(results[5], RequestInvalid)
+    assert isinstance(results[6], dict) and results[6]["verdict"] == "TRUST"
+    assert isinstance(results[7], dict) and results[7]["verdict"] == "ABSTAIN"
+    for record in (results[0], results[6], results[7]):
+        assert isinstance(record, dict)
+        assert lumyn.get_decision(record["decision_id"], with_events=False) == record
+    assert count_decisions(raw_sql, store_url, "b-1") == 1
+    assert raw_sql(store_url, "SELECT count(*) FROM decisions") == [(4,)]
+
+
+def test_concurrent_batches_from_two_instances_make_one_decision_per_key(
+    store_url: str, raw_sql: RawSql
+) -> None:
+    instances = [Lumyn(LumynConfig(storage_url=store_url)) for _ in range(2)]
+    for instance in instances:
+        instance.decide(refund(ticket_id="ZD-warm"))
+    batch = [with_request_id(refund(ticket_id=f"ZD-{i}"), f"k-{i}") for i in range(20)]
+    outcomes: list[list[Any]] = []
+    barrier = threading.Barrier(4)
+
+    def worker(n: int) -> None:
+        barrier.wait()
+        outcomes.append(instances[n % 2].decide_many(batch[n % 3:] + batch[: n % 3]))
+
+    try:
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for instance in instances:
+            instance.close()
+    by_key: dict[str, set[str]] = {}
+    for results in outcomes:
+        for record in results:
+            assert isinstance(record, dict), record
+            by_key.setdefault(record["request"]["request_id"], set()).add(record["decision_id"])
+    assert len(by_key) == 20 and all(len(ids) == 1 for ids in by_key.values())
+    assert raw_sql(store_url, "SELECT count(*) FROM decisions WHERE request_id LIKE 'k-%%'") \
+        == [(20,)]
+
+
 # -- append-only -----------------------------------------------------------------------------------------
 
 
@@ -523,6 +589,9 @@ def _sqlite_failure_and_recovery(tmp_path: Path) -> None:
         blocker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
         try:
             assert_storage_unavailable(lumyn.decide(refund(ticket_id="ZD-locked")))
+            for record in lumyn.decide_many([refund(ticket_id="ZD-l1"), refund(ticket_id="ZD-l2")]):
+                assert isinstance(record, dict)
+                assert_storage_unavailable(record)
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
@@ -567,6 +636,9 @@ def _postgres_failure_and_recovery(server: Any) -> None:
         time.sleep(0.5)
         down = lumyn.decide(refund(ticket_id="ZD-down"))
         assert_storage_unavailable(down)
+        for record in lumyn.decide_many([refund(ticket_id="ZD-b1"), refund(ticket_id="ZD-b2")]):
+            assert isinstance(record, dict)
+            assert_storage_unavailable(record)
         with pytest.raises(StorageUnavailable):
             lumyn.get_decision(ok["decision_id"])
         with pytest.raises(StorageUnavailable):

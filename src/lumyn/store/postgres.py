@@ -359,12 +359,7 @@ class PostgresStore:
         _reject_nul(row.tenant_id, "tenant_id")
         if key is not None:
             _reject_nul(key.request_id, "request_id")
-        params: tuple[Any, ...] = (
-            row.decision_id, row.created_at, row.tenant_id, row.action_type, row.verdict,
-            row.policy_hash, row.context_digest,
-            key.request_id if key else None, key.request_digest if key else None,
-            _jsonb_text(row.record_json), row.record_json,
-        )
+        params = _decision_params(row, key)
         with_snapshot = policy.policy_hash not in self._snapshots
         if with_snapshot:
             params = (policy.policy_hash, policy.policy_id, policy.policy_version, policy.text,
@@ -381,6 +376,77 @@ class PostgresStore:
         if with_snapshot:
             self._snapshots.add(policy.policy_hash)
         return result
+
+    def append_decisions(
+        self, items: list[tuple[DecisionRow, IdempotencyKey | None, PolicySnapshot]]
+    ) -> list[bytes | LumynError]:
+        """Several appends in ONE transaction (one commit), as Lumyn.decide_many uses them.
+
+        Each slot is the stored record's JSON or that item's own error (IdempotencyConflict,
+        RequestInvalid); when the transaction cannot commit, StorageUnavailable is raised for
+        every slot (decide_many turns each into a fail-closed ABSTAIN record).
+        """
+        if len(items) == 1:  # one statement in autocommit is cheaper than a transaction
+            row, key, policy = items[0]
+            try:
+                return [self.append_decision(row, key, policy)]
+            except (IdempotencyConflict, RequestInvalid) as exc:
+                return [exc]
+        results: list[bytes | LumynError | None] = [None] * len(items)
+        todo: list[int] = []
+        for index, (row, key, _) in enumerate(items):
+            try:
+                _reject_nul(row.tenant_id, "tenant_id")
+                if key is not None:
+                    _reject_nul(key.request_id, "request_id")
+            except RequestInvalid as exc:
+                results[index] = exc
+                continue
+            todo.append(index)
+        snapshots = {policy.policy_hash: policy for _, _, policy in items
+                     if policy.policy_hash not in self._snapshots}
+
+        def fn(conn: Conn) -> list[bytes | LumynError]:
+            out: dict[int, bytes | LumynError] = {}
+            with conn.transaction():
+                for policy in snapshots.values():
+                    conn.execute(
+                        "INSERT INTO policy_snapshots (policy_hash, policy_id, policy_version, "
+                        "text, created_at) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        (policy.policy_hash, policy.policy_id, policy.policy_version, policy.text,
+                         utc_now()),
+                    )
+                if not todo:
+                    return []
+                cur = conn.cursor()
+                # Pipelined: every INSERT goes out in one round trip; each returns 0 or 1 row.
+                cur.executemany(_INSERT_DECISION, [_decision_params(*items[i][:2]) for i in todo],
+                                returning=True)
+                inserted: list[bool] = []
+                while True:
+                    inserted.append(cur.fetchone() is not None)
+                    if not cur.nextset():
+                        break
+                for index, ok in zip(todo, inserted, strict=True):
+                    row, key, _ = items[index]
+                    if ok:
+                        out[index] = row.record_json
+                        continue
+                    try:  # an earlier row of this batch or a committed one holds the key
+                        out[index] = self._settle_conflict(conn, row, key)
+                    except IdempotencyConflict as exc:
+                        out[index] = exc
+            return [out[i] for i in todo]
+
+        try:
+            written = self._run(fn)
+        except StorageUnavailable as exc:
+            written = [exc] * len(todo)
+        for index, value in zip(todo, written, strict=True):
+            results[index] = value
+        if not any(isinstance(value, StorageUnavailable) for value in written):
+            self._snapshots.update(snapshots)
+        return [r for r in results if r is not None]
 
     @staticmethod
     def _settle_conflict(conn: Conn, row: DecisionRow, key: IdempotencyKey | None) -> bytes:
@@ -542,6 +608,15 @@ class PostgresStore:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
+
+
+def _decision_params(row: DecisionRow, key: IdempotencyKey | None) -> tuple[Any, ...]:
+    return (
+        row.decision_id, row.created_at, row.tenant_id, row.action_type, row.verdict,
+        row.policy_hash, row.context_digest,
+        key.request_id if key else None, key.request_digest if key else None,
+        _jsonb_text(row.record_json), row.record_json,
+    )
 
 
 def _configure(conn: Conn) -> None:
