@@ -334,12 +334,13 @@ def bench_replicas(url: str, clients: int, seconds: float, rounds: int, mode: st
               f"other processes on the machine {parts['cores_other'] / 1e3:.2f}")
     rep = statistics.median(cpu1["replicas"]) * 1e3
     rest = (statistics.median(cpu2["postgres"]) + statistics.median(cpu2["client"])) * 1e3
-    ceiling = cpu_ceiling()
+    measured = cpu_ceiling()
+    ceiling = min(measured, float(os.cpu_count() or 1))  # > cores is clock noise
     # In units of "one busy process": one replica is bound by its own core (GIL), at most
     # 1/rep decisions per ms; two replicas by what the machine gives all processes together,
     # at most ceiling/(rep+rest) (and 2/rep).
     bound = min(ceiling / (rep + rest), 2 / rep) / min(1 / rep, ceiling / (rep + rest))
-    print(f"machine ceiling now: two CPU-bound processes do {ceiling:.2f}x the work of one "
+    print(f"machine ceiling now: two CPU-bound processes do {measured:.2f}x the work of one "
           f"({os.cpu_count()} vCPUs)")
     print(f"scaling bound from the CPU costs above and that ceiling: {bound:.2f}x")
     return ratio
