@@ -16,7 +16,7 @@ import pytest
 from lumyn import Lumyn, LumynConfig
 from lumyn.contracts import canonical_bytes
 from lumyn.contracts.ids import new_id, utc_now
-from lumyn.errors import InvalidEvent, RequestInvalid, StorageUnavailable
+from lumyn.errors import ConfigError, InvalidEvent, RequestInvalid, StorageUnavailable
 from lumyn.memory.item import MemoryItem
 from lumyn.store import open_store
 from lumyn.store.base import SCHEMA_VERSION
@@ -249,6 +249,12 @@ def test_url_pool_options_are_stripped_and_password_masked(pg_url: str) -> None:
     assert masked.url == "postgresql://app:***@db.example:5432/lumyn?sslmode=require"
     masked.close()
     assert isinstance(open_store("postgres://u@/x?host=/nowhere"), PostgresStore)
+
+
+def test_bad_pool_options_are_config_errors() -> None:
+    for option in ("lumyn_pool_max=many", "lumyn_pool_timeout=soon", "lumyn_pool_sizes=3"):
+        with pytest.raises(ConfigError):
+            PostgresStore(f"postgresql://u@/x?host=/nowhere&{option}")
 
 
 def test_a_bad_url_is_a_storage_error_not_a_crash() -> None:

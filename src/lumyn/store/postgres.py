@@ -55,6 +55,7 @@ from psycopg_pool import ConnectionPool
 
 from lumyn.contracts.ids import utc_now
 from lumyn.errors import (
+    ConfigError,
     DecisionNotFound,
     IdempotencyConflict,
     InvalidEvent,
@@ -205,10 +206,18 @@ class PostgresStore:
         conninfo, options = _split_url(url)
         self._conninfo = conninfo
         self.url = _mask_password(conninfo)
-        self.min_size = int(options.get("lumyn_pool_min", min_size or DEFAULT_POOL_MIN))
-        self.max_size = max(self.min_size,
-                            int(options.get("lumyn_pool_max", max_size or DEFAULT_POOL_MAX)))
-        self.timeout = float(options.get("lumyn_pool_timeout", timeout or DEFAULT_POOL_TIMEOUT_S))
+        try:
+            self.min_size = int(options.get("lumyn_pool_min", min_size or DEFAULT_POOL_MIN))
+            self.max_size = max(self.min_size,
+                                int(options.get("lumyn_pool_max", max_size or DEFAULT_POOL_MAX)))
+            self.timeout = float(options.get("lumyn_pool_timeout",
+                                             timeout or DEFAULT_POOL_TIMEOUT_S))
+        except ValueError:
+            raise ConfigError("lumyn_pool_min/lumyn_pool_max must be integers and "
+                              "lumyn_pool_timeout a number of seconds", field="storage_url") from None
+        unknown = sorted(set(options) - {"lumyn_pool_min", "lumyn_pool_max", "lumyn_pool_timeout"})
+        if unknown:
+            raise ConfigError(f"unknown storage URL option '{unknown[0]}'", field="storage_url")
         self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
         self._ready = False  # schema checked/migrated by this process
