@@ -421,3 +421,12 @@ def test_decide_many_matches_decide_and_shares_one_commit(lumyn: Lumyn, tmp_path
     single = lumyn.decide(request(request_id="m-3"))
     assert single["verdict"] == results[0]["verdict"]
     assert single["reason_codes"] == results[0]["reason_codes"]
+
+
+def test_hostile_nesting_is_rejected_not_crashing(lumyn: Lumyn) -> None:
+    deep: Any = "x"
+    for _ in range(5000):
+        deep = {"k": [deep]}
+    with pytest.raises(RequestInvalid) as info:
+        lumyn.decide(request(evidence__deep=deep))
+    assert info.value.field == "evidence"

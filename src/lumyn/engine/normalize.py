@@ -16,6 +16,7 @@ from lumyn.contracts.schemas import validate_request
 from lumyn.errors import ContextDigestMismatch, RequestInvalid
 
 REDACTION_PROFILES = ("default", "strict", "off")
+MAX_DEPTH = 32  # open objects (evidence, inline context, extensions) may nest this deep
 
 # Keys removed from inline context by the default profile (compared case-insensitively).
 SENSITIVE_KEYS = frozenset(
@@ -53,6 +54,10 @@ def normalize_request(request: Any, redaction_profile: str = "default") -> Norma
     if not isinstance(request, dict):
         raise RequestInvalid("a DecisionRequest must be a JSON object", field="(root)")
     validate_request(request)
+    for name, value in (("evidence", request.get("evidence")), ("extensions", request.get("extensions")),
+                        ("context.inline", request["context"].get("inline"))):
+        if value is not None and _too_deep(value, MAX_DEPTH):
+            raise RequestInvalid(f"{name} nests deeper than {MAX_DEPTH} levels", field=name)
     try:
         raw, persisted = canonical_copy(request)  # a private, canonical copy
     except CanonicalizationError as exc:
@@ -70,6 +75,21 @@ def normalize_request(request: Any, redaction_profile: str = "default") -> Norma
         context["redaction"] = {"profile": redaction_profile, "fields_removed": removed}
         raw = canonical_bytes(persisted)
     return NormalizedRequest(persisted, tenant_of(persisted), sha256_digest(raw))
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Iterative, so hostile nesting cannot exhaust the interpreter stack."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values()
+                         if isinstance(child, dict | list))
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node if isinstance(child, dict | list))
+    return False
 
 
 def _redact(context: dict[str, Any], profile: str) -> list[str]:
