@@ -430,3 +430,15 @@ def test_hostile_nesting_is_rejected_not_crashing(lumyn: Lumyn) -> None:
     with pytest.raises(RequestInvalid) as info:
         lumyn.decide(request(evidence__deep=deep))
     assert info.value.field == "evidence"
+
+
+def test_effective_config_masks_the_database_password() -> None:
+    shown = LumynConfig(storage_url="postgresql://bob:hunter2@db:5432/lumyn").effective()
+    assert shown["storage_url"] == "postgresql://bob:***@db:5432/lumyn"
+    assert "hunter2" not in str(shown)
+
+
+def test_nul_in_ids_is_rejected_on_every_backend(lumyn: Lumyn) -> None:
+    with pytest.raises(RequestInvalid) as info:
+        lumyn.decide(request(request_id="a\x00b"))
+    assert info.value.field == "request_id"

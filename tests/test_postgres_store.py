@@ -190,8 +190,9 @@ def test_u0000_survives_in_records_and_events_and_is_refused_in_identifiers(
 
     bad_tenant = refund()
     bad_tenant["subject"]["tenant_id"] = "ac\u0000me"
-    with pytest.raises(RequestInvalid, match="U\\+0000"):
+    with pytest.raises(RequestInvalid) as info:  # refused by the request schema, any backend
         lumyn.decide(bad_tenant)
+    assert info.value.field == "subject.tenant_id"
     with pytest.raises(InvalidEvent, match="U\\+0000"):
         lumyn.label(record["decision_id"], "failure", "bad\u0000summary")
     assert lumyn.store.get_decision("a\u0000b") is None

@@ -112,7 +112,7 @@ class LumynConfig:
     def effective(self) -> dict[str, Any]:
         """Printable settings (secrets masked) for `serve --dry-run` and `doctor`."""
         return {
-            "storage_url": self.url,
+            "storage_url": _mask_password(self.url),
             "policy_path": self.policy_path or "(bundled) lumyn-support.v0.yml",
             "mode": self.mode or "(policy default)",
             "redaction_profile": self.redaction_profile,
@@ -122,6 +122,18 @@ class LumynConfig:
             "tenant_keys": len(self.tenant_keys),
             "max_body_bytes": self.max_body_bytes,
         }
+
+
+def _mask_password(url: str) -> str:
+    """postgresql://user:secret@host/db → postgresql://user:***@host/db"""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, at, location = rest.rpartition("@")
+    if ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***{at}{location}"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -97,9 +97,10 @@ class Lumyn:
         """
         results: list[dict[str, Any] | LumynError | None] = [None] * len(requests)
         pending: list[tuple[int, _Pending]] = []
+        refreshed: set[tuple[str, str]] = set()  # memory catch-up once per group per batch
         for index, request in enumerate(requests):
             try:
-                outcome = self._evaluate(request)
+                outcome = self._evaluate(request, refreshed)
             except LumynError as exc:
                 results[index] = exc
                 continue
@@ -129,9 +130,12 @@ class Lumyn:
                     results[index] = p.result(written)
         return [r for r in results if r is not None]
 
-    def _evaluate(self, request: Any) -> dict[str, Any] | _Pending:
+    def _evaluate(
+        self, request: Any, refreshed: set[tuple[str, str]] | None = None
+    ) -> dict[str, Any] | _Pending:
         """Everything up to the write: a finished record (dry run, storage trouble) or the
-        row to persist. Raises RequestInvalid for bad input."""
+        row to persist. Raises RequestInvalid for bad input. `refreshed` collects the memory
+        groups already caught up in this batch."""
         normalized = normalize_request(request, self.config.redaction_profile)
         persisted, tenant = normalized.persisted, normalized.tenant_id
         self._check_policy_pin(persisted)
@@ -147,9 +151,11 @@ class Lumyn:
             # Idempotency is settled inside the write transaction (append_decision), which
             # returns the stored record for a retry; no separate read on the hot path.
             tokens = request_features(persisted)
-            similarity = self.memory.lookup(
-                tenant, persisted["action"]["type"], tokens, self.config.top_k
-            )
+            group = (tenant, persisted["action"]["type"])
+            refresh = refreshed is None or group not in refreshed
+            similarity = self.memory.lookup(*group, tokens, self.config.top_k, refresh=refresh)
+            if refreshed is not None:
+                refreshed.add(group)
         except StorageUnavailable as exc:
             return self._unavailable(persisted, mode, exc)
         record = self._new_record(

@@ -23,15 +23,25 @@ class MemoryView:
         self._token_of = getattr(store, "memory_change_token", None)
 
     def lookup(self, tenant_id: str, action_type: str, features: tuple[str, ...],
-               k: int) -> Similarity:
-        key = (tenant_id, action_type)
+               k: int, *, refresh: bool = True) -> Similarity:
+        """Top-k over the tenant's items. `refresh=False` skips the catch-up: a batch calls
+        refresh() once for its groups (memory as of batch start), then looks up each request."""
         with self._lock:
-            # A backend that can tell "nothing changed since you last looked" saves the query.
-            token = self._token_of() if self._token_of else None
-            if token is None or self._tokens.get(key) != token:
-                rows = self.store.memory_items_since(tenant_id, action_type, self._seen.get(key, 0))
-                for seq, item in rows:
-                    self.index.add(item)
-                    self._seen[key] = seq
-                self._tokens[key] = token
+            if refresh:
+                self._refresh(tenant_id, action_type)
             return self.index.query(tenant_id, action_type, features, k)
+
+    def refresh(self, tenant_id: str, action_type: str) -> None:
+        with self._lock:
+            self._refresh(tenant_id, action_type)
+
+    def _refresh(self, tenant_id: str, action_type: str) -> None:
+        key = (tenant_id, action_type)
+        # A backend that can tell "nothing changed since you last looked" saves the query.
+        token = self._token_of() if self._token_of else None
+        if token is None or self._tokens.get(key) != token:
+            rows = self.store.memory_items_since(tenant_id, action_type, self._seen.get(key, 0))
+            for seq, item in rows:
+                self.index.add(item)
+                self._seen[key] = seq
+            self._tokens[key] = token
