@@ -105,3 +105,34 @@ def request(**changes: Any) -> dict[str, Any]:
 
 _DELETE = object()
 DELETE = _DELETE
+
+
+# A small, clean USD refund that the bundled support pack trusts (the README's SDK example).
+SUPPORT_REFUND: dict[str, Any] = {
+    "schema_version": "decision_request.v0",
+    "subject": {"type": "service", "id": "support-agent", "tenant_id": "acme"},
+    "action": {
+        "type": "support.refund",
+        "intent": "Refund duplicate charge for order 82731",
+        "target": {"system": "stripe", "resource_type": "charge", "resource_id": "ch_123"},
+        "amount": {"value": 12.0, "currency": "USD"},
+        "tags": ["duplicate_charge"],
+    },
+    "evidence": {
+        "ticket_id": "ZD-1001",
+        "order_id": "82731",
+        "customer_id": "C-9",
+        "customer_age_days": 180,
+        "previous_refund_count_90d": 0,
+        "chargeback_risk": 0.05,
+        "payment_instrument_risk": "low",
+    },
+    "context": {"mode": "digest_only", "digest": DIGEST},
+}
+
+
+def support_refund(**evidence: Any) -> dict[str, Any]:
+    """SUPPORT_REFUND with evidence keys replaced."""
+    result = copy.deepcopy(SUPPORT_REFUND)
+    result["evidence"].update(evidence)
+    return result

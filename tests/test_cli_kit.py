@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _builders import SUPPORT_REFUND
 from typer.testing import CliRunner, Result
 
 from lumyn.cli.app import app
@@ -55,27 +56,7 @@ def assert_one_line_error(stderr: str, *needles: str) -> str:
     return lines[0]
 
 
-BASE_REQUEST: dict[str, Any] = {
-    "schema_version": "decision_request.v0",
-    "subject": {"type": "service", "id": "support-agent", "tenant_id": "acme"},
-    "action": {
-        "type": "support.refund",
-        "intent": "Refund duplicate charge for order 82731",
-        "target": {"system": "stripe", "resource_type": "charge", "resource_id": "ch_123"},
-        "amount": {"value": 12.0, "currency": "USD"},
-        "tags": ["duplicate_charge"],
-    },
-    "evidence": {
-        "ticket_id": "ZD-1001",
-        "order_id": "82731",
-        "customer_id": "C-9",
-        "customer_age_days": 180,
-        "previous_refund_count_90d": 0,
-        "chargeback_risk": 0.05,
-        "payment_instrument_risk": "low",
-    },
-    "context": {"mode": "digest_only", "digest": "sha256:" + "a" * 64},
-}
+BASE_REQUEST: dict[str, Any] = SUPPORT_REFUND
 
 
 def refund(amount: float = 12.0, tenant: str = "acme", **evidence: Any) -> dict[str, Any]:

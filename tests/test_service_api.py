@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import hmac
 import time
@@ -12,33 +11,18 @@ from typing import Any
 
 import orjson
 import pytest
+from _builders import SUPPORT_REFUND, support_refund
 from fastapi.testclient import TestClient
 
 from lumyn import LumynConfig
 from lumyn.service import create_app
 from lumyn.service.auth import body_signature, v1_signature
 
-BASE: dict[str, Any] = {
-    "schema_version": "decision_request.v0",
-    "subject": {"type": "service", "id": "support-agent", "tenant_id": "acme"},
-    "action": {
-        "type": "support.refund",
-        "intent": "Refund duplicate charge",
-        "amount": {"value": 12.0, "currency": "USD"},
-        "tags": ["duplicate_charge"],
-    },
-    "evidence": {
-        "ticket_id": "ZD-1", "order_id": "1", "customer_id": "C-9", "customer_age_days": 180,
-        "previous_refund_count_90d": 0, "chargeback_risk": 0.05, "payment_instrument_risk": "low",
-    },
-    "context": {"mode": "digest_only", "digest": "sha256:" + "a" * 64},
-}
+BASE: dict[str, Any] = SUPPORT_REFUND
 
 
 def refund(**evidence: Any) -> dict[str, Any]:
-    request = copy.deepcopy(BASE)
-    request["evidence"].update(evidence)
-    return request
+    return support_refund(**evidence)
 
 
 def client_for(tmp_path: Path, **settings: Any) -> TestClient:

@@ -17,21 +17,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from _builders import SUPPORT_REFUND
 
 from lumyn.service.auth import v1_signature
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 SECRET = "e2e-secret"
-REQUEST: dict[str, Any] = {
-    "schema_version": "decision_request.v0",
-    "subject": {"type": "service", "id": "support-agent", "tenant_id": "acme"},
-    "action": {"type": "support.refund", "intent": "Refund duplicate charge",
-               "amount": {"value": 12.0, "currency": "USD"}, "tags": ["duplicate_charge"]},
-    "evidence": {"ticket_id": "ZD-1", "order_id": "1", "customer_id": "C-9",
-                 "customer_age_days": 180, "previous_refund_count_90d": 0,
-                 "chargeback_risk": 0.05, "payment_instrument_risk": "low"},
-    "context": {"mode": "digest_only", "digest": "sha256:" + "a" * 64},
-}
+REQUEST: dict[str, Any] = SUPPORT_REFUND
 
 
 def free_port() -> int:

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
+from _builders import support_refund
 
 from lumyn import Lumyn, LumynConfig
 from lumyn.contracts import canonical_bytes, validate_record
@@ -32,29 +33,7 @@ RawSql = Callable[..., list[tuple[Any, ...]]]
 
 def refund(**evidence: Any) -> dict[str, Any]:
     """A small, clean USD refund that the bundled support pack trusts."""
-    request: dict[str, Any] = {
-        "schema_version": "decision_request.v0",
-        "subject": {"type": "agent", "id": "support-bot", "tenant_id": "acme"},
-        "action": {
-            "type": "support.refund",
-            "intent": "Refund duplicate charge",
-            "target": {"system": "stripe", "resource_type": "charge", "resource_id": "ch_1"},
-            "amount": {"value": 12.0, "currency": "USD"},
-            "tags": ["duplicate_charge"],
-        },
-        "evidence": {
-            "ticket_id": "ZD-1001",
-            "order_id": "82731",
-            "customer_id": "C-9",
-            "customer_age_days": 180,
-            "previous_refund_count_90d": 0,
-            "chargeback_risk": 0.05,
-            "payment_instrument_risk": "low",
-        },
-        "context": {"mode": "digest_only", "digest": "sha256:" + "a" * 64},
-    }
-    request["evidence"].update(evidence)
-    return request
+    return support_refund(**evidence)
 
 
 def with_request_id(request: dict[str, Any], request_id: str) -> dict[str, Any]:

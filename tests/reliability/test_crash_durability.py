@@ -22,7 +22,7 @@ CHILD = """
 import hashlib, os, sys
 from lumyn import Lumyn, LumynConfig
 from lumyn.contracts import canonical_bytes
-sys.path.insert(0, {support!r})
+sys.path[:0] = [{support!r}, {tests!r}]
 from _support import refund
 db, report, start = sys.argv[1], sys.argv[2], int(sys.argv[3])
 lumyn = Lumyn(LumynConfig(store_path=db))
@@ -58,7 +58,8 @@ def check_store(db: Path, answered: dict[str, str]) -> None:
 def sdk_kills(tmp_path: Path, kills: int, seed: int) -> int:
     rng = random.Random(seed)
     db, report = tmp_path / "lumyn.db", tmp_path / "report.txt"
-    script = CHILD.format(support=str(Path(__file__).parent))
+    here = Path(__file__).parent
+    script = CHILD.format(support=str(here), tests=str(here.parent))
     for round_no in range(kills):
         child = subprocess.Popen(
             [sys.executable, "-c", script, str(db), str(report), str(round_no * 1_000_000)],
