@@ -10,7 +10,6 @@ Weighted Jaccard of token sets A, B with weights w: W(A∩B) / (W(A) + W(B) − 
 
 from __future__ import annotations
 
-import threading
 from bisect import insort
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -174,12 +173,11 @@ class _Group:
 
 
 class MemoryIndex:
-    """In-process index of memory items, grouped by (tenant, action type)."""
+    """In-process index of memory items, grouped by (tenant, action type). Not thread-safe on
+    its own: engine.memory.MemoryView serialises access."""
 
     def __init__(self, items: Iterable[MemoryItem] = ()) -> None:
         self._groups: dict[tuple[str, str], _Group] = {}
-        self._lock = threading.Lock()
-        self.last_seq: dict[tuple[str, str], int] = {}
         for item in items:
             self.add(item)
 
@@ -199,7 +197,3 @@ class MemoryIndex:
         if group is None:
             return EMPTY
         return group.query(features, k)
-
-    @property
-    def lock(self) -> threading.Lock:
-        return self._lock
