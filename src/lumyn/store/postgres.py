@@ -414,9 +414,11 @@ class PostgresStore:
             todo.append(index)
         # Insert in key order: two batches holding overlapping keys then wait on each other in
         # the same order instead of deadlocking (a deadlock would fail both closed).
-        todo.sort(key=lambda i: (items[i][0].tenant_id,
-                                 items[i][1].request_id if items[i][1] else "",
-                                 items[i][0].decision_id))
+        def order(i: int) -> tuple[str, str, str]:
+            row, key, _ = items[i]
+            return (row.tenant_id, key.request_id if key else "", row.decision_id)
+
+        todo.sort(key=order)
         snapshots = {policy.policy_hash: policy for _, _, policy in items
                      if policy.policy_hash not in self._snapshots}
 
