@@ -70,43 +70,6 @@ rules:
 """
 
 
-def request(**changes: Any) -> dict[str, Any]:
-    """A small, clean USD refund; keyword changes are applied as dotted paths."""
-    base: dict[str, Any] = {
-        "schema_version": "decision_request.v0",
-        "subject": {"type": "service", "id": "support-agent", "tenant_id": "acme"},
-        "action": {
-            "type": "support.refund",
-            "intent": "Refund duplicate charge for order 82731",
-            "target": {"system": "stripe", "resource_type": "charge", "resource_id": "ch_1"},
-            "amount": {"value": 12.0, "currency": "USD"},
-            "tags": ["duplicate_charge"],
-        },
-        "evidence": {
-            "ticket_id": "ZD-1001",
-            "order_id": "82731",
-            "customer_id": "C-9",
-            "payment_instrument_risk": "low",
-        },
-        "context": {"mode": "digest_only", "digest": DIGEST},
-    }
-    result = copy.deepcopy(base)
-    for dotted, value in changes.items():
-        node = result
-        parts = dotted.split("__")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        if value is _DELETE:
-            node.pop(parts[-1], None)
-        else:
-            node[parts[-1]] = value
-    return result
-
-
-_DELETE = object()
-DELETE = _DELETE
-
-
 # A small, clean USD refund that the bundled support pack trusts (the README's SDK example).
 SUPPORT_REFUND: dict[str, Any] = {
     "schema_version": "decision_request.v0",
@@ -129,6 +92,25 @@ SUPPORT_REFUND: dict[str, Any] = {
     },
     "context": {"mode": "digest_only", "digest": DIGEST},
 }
+
+
+def request(**changes: Any) -> dict[str, Any]:
+    """A small, clean USD refund; keyword changes are applied as dotted paths."""
+    result = copy.deepcopy(SUPPORT_REFUND)
+    for dotted, value in changes.items():
+        node = result
+        parts = dotted.split("__")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if value is _DELETE:
+            node.pop(parts[-1], None)
+        else:
+            node[parts[-1]] = value
+    return result
+
+
+_DELETE = object()
+DELETE = _DELETE
 
 
 def support_refund(**evidence: Any) -> dict[str, Any]:
