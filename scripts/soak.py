@@ -1,6 +1,7 @@
 """Soak: the service at a steady request rate for SOAK_SECONDS, sampling its memory.
 
     SOAK_SECONDS=1800 SOAK_RATE=200 python scripts/soak.py
+    SOAK_LABEL_EVERY=0 ...   # no labels: memory must stay flat (labels grow the memory index)
 
 Prints RSS samples (every SOAK_SAMPLE_SECONDS, default 60), first/last/max, and checks that
 every 200 is in the store. Exits non-zero if any request failed or RSS grew by more than
@@ -37,6 +38,7 @@ def main() -> int:
     rate = float(os.environ.get("SOAK_RATE", "200"))
     sample_every = float(os.environ.get("SOAK_SAMPLE_SECONDS", "60"))
     max_growth = float(os.environ.get("SOAK_MAX_GROWTH_MB", "50"))
+    label_every = int(os.environ.get("SOAK_LABEL_EVERY", "50"))  # 0: no labels
     with tempfile.TemporaryDirectory() as tmp:
         workspace = Path(tmp) / ".lumyn"
         process, base = start_service(workspace)
@@ -67,7 +69,8 @@ def main() -> int:
                             ok += 1
                         else:
                             failed += 1
-                    if n % 50 == 0 and response.status_code == 200:  # outcomes keep memory growing
+                    # Labels add Experience Memory items, which the index keeps (by design).
+                    if label_every and n % label_every == 0 and response.status_code == 200:
                         decision = response.json()["decision_id"]
                         label = client.post(f"/v0/decisions/{decision}/events",
                                             json={"type": "label", "data": {"label": "success"}})
