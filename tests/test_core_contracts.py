@@ -121,3 +121,33 @@ def test_stored_records_are_byte_exact_rfc8785(tmp_path: Any) -> None:
                 )
                 checked += 1
     assert checked >= 30
+
+
+def test_new_ids_are_ulids_with_the_current_time_and_unique() -> None:
+    import time
+
+    from ulid import ULID
+
+    from lumyn.contracts.ids import new_id
+
+    before = time.time_ns() // 1_000_000
+    ids = [new_id() for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == len(ids)
+    for value in ids[:50] + ids[-50:]:
+        parsed = ULID.from_str(value)  # an independent ULID implementation reads it back
+        assert str(parsed) == value and len(value) == 26
+        assert before <= parsed.milliseconds <= after
+    assert ids[0][:10] <= ids[-1][:10]  # the time prefix sorts in creation order
+
+
+def test_timestamps_are_rfc3339_utc_milliseconds() -> None:
+    import re
+    from datetime import UTC, datetime
+
+    from lumyn.contracts.ids import utc_now
+
+    stamp = utc_now()
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z", stamp)
+    parsed = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert abs((datetime.now(UTC) - parsed).total_seconds()) < 2

@@ -14,7 +14,7 @@ import pytest
 from _builders import SUPPORT_REFUND, support_refund
 from fastapi.testclient import TestClient
 
-from lumyn import LumynConfig
+from lumyn import Lumyn, LumynConfig
 from lumyn.service import create_app
 from lumyn.service.auth import body_signature, v1_signature
 
@@ -137,6 +137,30 @@ def test_unknown_decision_and_event_errors(client: TestClient) -> None:
     missing = client.post("/v0/decisions/01ARZ3NDEKTSV4RRFFQ69G5FAV/events",
                           json={"type": "note", "data": {}})
     assert missing.status_code == 404
+
+
+def test_decide_fast_path_and_the_router_agree(tmp_path: Path) -> None:
+    """POST /v0/decide is served by a middleware in front of the router; everything around
+    it (other methods, mounted under a root path, unexpected errors) still behaves as routes."""
+    with client_for(tmp_path) as client:
+        wrong_method = client.get("/v0/decide")
+        assert wrong_method.status_code == 405
+        assert error_of(wrong_method)["reason_code"] == "METHOD_NOT_ALLOWED"
+        assert client.post("/v0/decide", json=refund()).json()["verdict"] == "TRUST"
+    config = LumynConfig(store_path=str(tmp_path / "mounted.db"))
+    with TestClient(create_app(config), root_path="/gateway") as mounted:
+        assert mounted.post("/v0/decide", json=refund()).json()["verdict"] == "TRUST"
+
+    class Buggy(Lumyn):
+        def decide_many(self, requests: list[Any]) -> Any:
+            raise RuntimeError("a bug, not bad input")
+
+    buggy = Buggy(LumynConfig(store_path=str(tmp_path / "buggy.db")))
+    with TestClient(create_app(buggy.config, buggy), raise_server_exceptions=False) as client:
+        response = client.post("/v0/decide", json=refund())
+        assert response.status_code == 500
+        assert error_of(response) == {"reason_code": "INTERNAL_ERROR", "field": None,
+                                      "message": "unexpected RuntimeError"}
 
 
 def test_openapi_describes_routes_with_the_shipped_schemas(client: TestClient) -> None:

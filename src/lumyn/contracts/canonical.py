@@ -38,10 +38,24 @@ class CanonicalDict(dict):  # type: ignore[type-arg]
     Only additions of strings, booleans, None, or further CanonicalDicts keep that true."""
 
 
+def _number(value: Any, kind: type) -> Any:
+    """A number in the form orjson writes as JCS does, or _Fallback."""
+    if kind is int:
+        if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT:
+            return value
+    elif kind is float:
+        if value.is_integer():
+            if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT:
+                return int(value)
+        elif 1e-4 <= abs(value) < 1e16:  # also rejects NaN and infinities
+            return value
+    raise _Fallback  # subclasses and other types: let the reference implementation decide
+
+
 def _prepare(value: Any) -> Any:
+    # Hot: every decision canonicalises its request and record. Leaves are handled inline,
+    # containers recurse.
     kind = type(value)
-    if kind is str or kind is bool or value is None or kind is CanonicalDict:
-        return value
     if kind is dict:
         out = {}
         for key, item in value.items():
@@ -49,10 +63,12 @@ def _prepare(value: Any) -> Any:
             if type(key) is not str or (not key.isascii() and key and max(key) >= "\ud800"):
                 raise _Fallback
             kind = type(item)
-            out[key] = (
-                item if kind is str or kind is bool or item is None or kind is CanonicalDict
-                else _prepare(item)
-            )
+            if kind is str or kind is bool or item is None or kind is CanonicalDict:
+                out[key] = item
+            elif kind is int or kind is float:
+                out[key] = _number(item, kind)
+            else:
+                out[key] = _prepare(item)
         return out
     if kind is list or kind is tuple:
         return [
@@ -60,19 +76,9 @@ def _prepare(value: Any) -> Any:
             else _prepare(item)
             for item in value
         ]
-    if kind is int:
-        if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT:
-            return value
-        raise _Fallback
-    if kind is float:
-        if value.is_integer():
-            if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT:
-                return int(value)
-            raise _Fallback
-        if 1e-4 <= abs(value) < 1e16:  # also rejects NaN and infinities
-            return value
-        raise _Fallback
-    raise _Fallback  # subclasses and other types: let the reference implementation decide
+    if kind is str or kind is bool or value is None or kind is CanonicalDict:
+        return value
+    return _number(value, kind)
 
 
 def canonical_bytes(value: Any) -> bytes:
