@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
@@ -31,13 +32,13 @@ TAGS = ["duplicate_charge", "late_delivery", "damaged", "vip", "subscription", "
 RISKS = ["low", "medium", "high"]
 
 
-def synthetic_request(rng: random.Random, i: int) -> dict[str, object]:
+def synthetic_request(rng: random.Random, i: int) -> dict[str, Any]:
     request = sample_request(i)
-    request["action"]["amount"] = {"value": round(rng.uniform(1, 2000), 2), "currency": "USD"}  # type: ignore[index]
-    request["action"]["tags"] = rng.sample(TAGS, rng.randint(1, 3))  # type: ignore[index]
+    request["action"]["amount"] = {"value": round(rng.uniform(1, 2000), 2), "currency": "USD"}
+    request["action"]["tags"] = rng.sample(TAGS, rng.randint(1, 3))
     evidence = request["evidence"]
-    evidence["customer_id"] = f"C-{rng.randint(1, 5000)}"  # type: ignore[index]
-    evidence["payment_instrument_risk"] = rng.choice(RISKS)  # type: ignore[index]
+    evidence["customer_id"] = f"C-{rng.randint(1, 5000)}"
+    evidence["payment_instrument_risk"] = rng.choice(RISKS)
     return request
 
 

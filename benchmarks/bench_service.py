@@ -8,6 +8,13 @@ orjson and returns a JSON object of the record's size. Load: wrk when installed 
 connections, distinct request_id per request), else an httpx driver in another process.
 Lumyn runs with a durable SQLite store (WAL, synchronous=FULL); after its run every 200 is
 checked against the database. Targets (issue 4): throughput ≥ 0.5 × bare, p99 ≤ 50 ms.
+
+CPU placement (the same for both servers): on a machine with 2+ CPUs each server is pinned to
+the last CPU and the load generator to the others, so the driver never steals the server's
+core and each server gets exactly one — the shape of one replica per core. A Python server is
+bound by one interpreter lock either way; left unpinned, its threads hop between cores and
+pay for it (docs/benchmarks.md has both). `--no-pin` turns this off. The servers run in
+alternating rounds (bare, lumyn, bare, lumyn, ...) so drift on a shared machine hits both.
 """
 
 from __future__ import annotations
@@ -79,12 +86,28 @@ def wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("server did not start")
 
 
-def run_wrk(port: int, template: str, seconds: int, connections: int, tmp: Path) -> dict[str, Any]:
+def placement(pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """(server CPUs, driver CPUs), or (None, None) when not pinning."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not pin or len(cpus) < 2:
+        return None, None
+    return {cpus[-1]}, set(cpus[:-1])
+
+
+def pinned(cpus: set[int] | None) -> Any:
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def run_wrk(port: int, template: str, seconds: int, connections: int, tmp: Path,
+            cpus: set[int] | None) -> dict[str, Any]:
     script = tmp / f"load-{port}.lua"
     script.write_text(f"TEMPLATE = {json.dumps(template)}\n" + WRK_SCRIPT)
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(script),
-         f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True)
+         f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True,
+        preexec_fn=pinned(cpus))
     line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT"))
     requests, duration_us, non2xx, errors, p50, p99 = (int(v) for v in line.split()[1:])
     return {"requests": requests, "ok": requests - non2xx - errors, "non2xx": non2xx,
@@ -92,7 +115,8 @@ def run_wrk(port: int, template: str, seconds: int, connections: int, tmp: Path)
             "p50_ms": p50 / 1000, "p99_ms": p99 / 1000}
 
 
-def run_httpx(port: int, template: str, seconds: int, connections: int) -> dict[str, Any]:
+def run_httpx(port: int, template: str, seconds: int, connections: int,
+              cpus: set[int] | None) -> dict[str, Any]:
     driver = textwrap.dedent(f"""
         import asyncio, json, sys, time, httpx
         TEMPLATE = {json.dumps(template)}
@@ -122,17 +146,31 @@ def run_httpx(port: int, template: str, seconds: int, connections: int) -> dict[
                               "p99_ms": lat[int(len(lat) * 0.99)] * 1e3}}))
         asyncio.run(main())
     """)
-    out = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, check=True,
+                         preexec_fn=pinned(cpus))
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds of one server added up; latencies are the worst round's."""
+    requests = sum(r["requests"] for r in runs)
+    seconds = sum(r["requests"] / r["per_s"] for r in runs)
+    return {"requests": requests, "per_s": requests / seconds,
+            "ok": sum(r["ok"] for r in runs), "non2xx": sum(r["non2xx"] for r in runs),
+            "errors": sum(r["errors"] for r in runs),
+            "p50_ms": max(r["p50_ms"] for r in runs), "p99_ms": max(r["p99_ms"] for r in runs)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating runs of each server")
     parser.add_argument("--driver", choices=["auto", "wrk", "httpx"], default="auto")
+    parser.add_argument("--no-pin", action="store_true", help="leave CPU placement to the OS")
     args = parser.parse_args()
     driver = args.driver if args.driver != "auto" else ("wrk" if shutil.which("wrk") else "httpx")
+    server_cpus, driver_cpus = placement(not args.no_pin)
 
     request = sample_request(0)
     request["request_id"] = "__RID__"
@@ -143,38 +181,53 @@ def main() -> int:
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         for var in ("LUMYN_SIGNING_SECRET", "LUMYN_STORAGE_URL", "LUMYN_CONFIG_PATH"):
             env.pop(var, None)
-        results: dict[str, dict[str, Any]] = {}
-        for name in ("bare", "lumyn"):
-            port = free_port()
-            if name == "bare":
-                command = [sys.executable, "-c", BARE_APP, str(port), "2300"]
-            else:
-                command = [sys.executable, "-m", "lumyn.cli.main", "serve", "--workspace",
-                           str(tmp / ".lumyn"), "--host", "127.0.0.1", "--port", str(port)]
-            process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)
-            try:
-                wait_ready(port, process)
-                if driver == "wrk":
-                    results[name] = run_wrk(port, template, args.seconds, args.connections, tmp)
+        rounds: dict[str, list[dict[str, Any]]] = {"bare": [], "lumyn": []}
+        for round_no in range(args.rounds):
+            for name in ("bare", "lumyn"):
+                port = free_port()
+                if name == "bare":
+                    command = [sys.executable, "-c", BARE_APP, str(port), "2300"]
                 else:
-                    results[name] = run_httpx(port, template, args.seconds, args.connections)
-            finally:
-                process.terminate()
-                process.wait(timeout=30)
+                    # a fresh store per round: request ids restart with each wrk run
+                    command = [sys.executable, "-m", "lumyn.cli.main", "serve", "--workspace",
+                               str(tmp / f"round-{round_no}"), "--host", "127.0.0.1",
+                               "--port", str(port)]
+                process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL,
+                                           preexec_fn=pinned(server_cpus))
+                try:
+                    wait_ready(port, process)
+                    if driver == "wrk":
+                        result = run_wrk(port, template, args.seconds, args.connections, tmp,
+                                         driver_cpus)
+                    else:
+                        result = run_httpx(port, template, args.seconds, args.connections,
+                                           driver_cpus)
+                finally:
+                    process.terminate()
+                    process.wait(timeout=30)
+                rounds[name].append(result)
+                print(f"round {round_no + 1} {name:5s} {result['per_s']:8.0f} req/s", flush=True)
 
-        db = sqlite3.connect(tmp / ".lumyn" / "lumyn.db")
-        stored = db.execute("SELECT count(*) FROM decisions").fetchone()[0]
-        db.close()
+        stored = 0
+        for round_no in range(args.rounds):
+            db = sqlite3.connect(tmp / f"round-{round_no}" / "lumyn.db")
+            stored += db.execute("SELECT count(*) FROM decisions").fetchone()[0]
+            db.close()
 
-    bare, lumyn = results["bare"], results["lumyn"]
+    bare, lumyn = combine(rounds["bare"]), combine(rounds["lumyn"])
     ratio = lumyn["per_s"] / bare["per_s"]
-    print(f"driver: {driver}, {args.connections} keep-alive connections, {args.seconds} s each")
+    placement_text = (f"server on CPU {sorted(server_cpus)}, driver on CPUs {sorted(driver_cpus)}"
+                      if server_cpus and driver_cpus else "unpinned")
+    print(f"driver: {driver}, {args.connections} keep-alive connections, {args.rounds} rounds "
+          f"of {args.seconds} s per server, {placement_text}")
     for name, r in (("bare FastAPI", bare), ("lumyn", lumyn)):
         print(f"{name:13s} {r['per_s']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
               f"p99 {r['p99_ms']:6.2f} ms  ok {r['ok']}  non-2xx {r['non2xx']}  "
               f"errors {r['errors']}")
-    print(f"throughput ratio lumyn / bare = {ratio:.2f}  (target >= 0.5)")
+    per_round = ", ".join(f"{lr['per_s'] / br['per_s']:.2f}"
+                          for br, lr in zip(rounds["bare"], rounds["lumyn"], strict=True))
+    print(f"throughput ratio lumyn / bare = {ratio:.2f}  (target >= 0.5; per round: {per_round})")
     print(f"lumyn p99 = {lumyn['p99_ms']:.1f} ms  (target <= 50 ms)")
     print(f"durable: {stored} decisions in the store for {lumyn['ok']} answered 200 "
           f"({'ok' if stored >= lumyn['ok'] else 'MISSING'})")

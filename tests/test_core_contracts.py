@@ -6,6 +6,8 @@ import copy
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lumyn.contracts import validate_record, validate_request
 from lumyn.contracts.schemas import load_schema
@@ -151,3 +153,39 @@ def test_timestamps_are_rfc3339_utc_milliseconds() -> None:
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z", stamp)
     parsed = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     assert abs((datetime.now(UTC) - parsed).total_seconds()) < 2
+
+
+@given(
+    mode=st.sampled_from(["digest_only", "inline", "reference", "other"]),
+    with_ref=st.booleans(),
+    with_inline=st.booleans(),
+    ref_ok=st.booleans(),
+)
+def test_fast_request_validator_accepts_exactly_what_the_schema_accepts(
+    mode: str, with_ref: bool, with_inline: bool, ref_ok: bool
+) -> None:
+    """validate_request applies the context's mode conditions outside the compiled validator;
+    it must accept and reject exactly as the shipped schema applied whole."""
+    from fastjsonschema import JsonSchemaValueException
+
+    from lumyn.contracts.schemas import validate_request_reference
+
+    request = copy.deepcopy(README_RECORD["request"])
+    context: dict[str, Any] = {"mode": mode, "digest": "sha256:" + "a" * 64}
+    if with_ref:
+        context["ref"] = {"kind": "s3", "id": "ctx-1"} if ref_ok else {"kind": "s3"}
+    if with_inline:
+        context["inline"] = {"note": "hi"}
+    request["context"] = context
+    try:
+        validate_request_reference(request)
+        expected = True
+    except JsonSchemaValueException:
+        expected = False
+    try:
+        validate_request(request)
+        accepted = True
+    except RequestInvalid as exc:
+        accepted = False
+        assert exc.field.startswith("context")
+    assert accepted == expected

@@ -152,7 +152,7 @@ def test_decide_fast_path_and_the_router_agree(tmp_path: Path) -> None:
         assert mounted.post("/v0/decide", json=refund()).json()["verdict"] == "TRUST"
 
     class Buggy(Lumyn):
-        def decide_many(self, requests: list[Any]) -> Any:
+        def prepare_many(self, requests: list[Any]) -> Any:
             raise RuntimeError("a bug, not bad input")
 
     buggy = Buggy(LumynConfig(store_path=str(tmp_path / "buggy.db")))

@@ -48,6 +48,11 @@ class _Pending:
         return found
 
 
+# What prepare_many yields per request: a finished record (dry run, storage trouble), the
+# error decide() would raise, or a record waiting for its write.
+Prepared = dict[str, Any] | LumynError | _Pending
+
+
 class Lumyn:
     """A decision gateway: compiled policy + durable store + Experience Memory.
 
@@ -92,24 +97,29 @@ class Lumyn:
         """Decide several requests and make them all durable in one transaction (one fsync).
 
         Each slot holds that request's record, or the LumynError decide() would have raised.
-        Used by the service's batching worker; results are the same as calling decide() on
-        each request in order.
+        Results are the same as calling decide() on each request in order.
         """
-        results: list[dict[str, Any] | LumynError | None] = [None] * len(requests)
-        pending: list[tuple[int, _Pending]] = []
+        return self.commit_many(self.prepare_many(requests))
+
+    def prepare_many(self, requests: list[Any]) -> list[Prepared]:
+        """The first half of decide_many: evaluate without writing. Pipelining callers (the
+        service) evaluate the next batch while the previous one commits; commit_many must
+        then be called on the results, in the order they were prepared."""
+        prepared: list[Prepared] = []
         refreshed: set[tuple[str, str]] = set()  # memory catch-up once per group per batch
-        for index, request in enumerate(requests):
+        for request in requests:
             try:
-                outcome = self._evaluate(request, refreshed)
+                prepared.append(self._evaluate(request, refreshed))
             except LumynError as exc:
-                results[index] = exc
-                continue
-            if isinstance(outcome, dict):
-                results[index] = outcome
-            else:
-                pending.append((index, outcome))
+                prepared.append(exc)
+        return prepared
+
+    def commit_many(self, prepared: list[Prepared]) -> list[dict[str, Any] | LumynError]:
+        """The second half of decide_many: write every pending record in one transaction."""
+        pending = [p for p in prepared if isinstance(p, _Pending)]
+        written: dict[int, bytes | LumynError] = {}
         if pending:
-            writes = [(p.row, p.key, self._snapshot) for _, p in pending]
+            writes = [(p.row, p.key, self._snapshot) for p in pending]
             append_many = getattr(self.store, "append_decisions", None)
             stored: list[bytes | LumynError]
             if append_many is not None:
@@ -121,14 +131,20 @@ class Lumyn:
                         stored.append(self.store.append_decision(row, key, snapshot))
                     except LumynError as exc:
                         stored.append(exc)
-            for (index, p), written in zip(pending, stored, strict=True):
-                if isinstance(written, StorageUnavailable):
-                    results[index] = self._unavailable(p.request, p.mode, written)
-                elif isinstance(written, LumynError):
-                    results[index] = written
-                else:
-                    results[index] = p.result(written)
-        return [r for r in results if r is not None]
+            written = {id(p): result for p, result in zip(pending, stored, strict=True)}
+        results: list[dict[str, Any] | LumynError] = []
+        for p in prepared:
+            if not isinstance(p, _Pending):
+                results.append(p)
+                continue
+            outcome = written[id(p)]
+            if isinstance(outcome, StorageUnavailable):
+                results.append(self._unavailable(p.request, p.mode, outcome))
+            elif isinstance(outcome, LumynError):
+                results.append(outcome)
+            else:
+                results.append(p.result(outcome))
+        return results
 
     def _evaluate(
         self, request: Any, refreshed: set[tuple[str, str]] | None = None

@@ -81,6 +81,9 @@ def make_getter(path: str) -> Getter:
 
 
 def is_number(value: Any) -> bool:
+    kind = type(value)  # exact types first: the common case, and bool is never a number
+    if kind is int or kind is float:
+        return True
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 

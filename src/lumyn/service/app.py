@@ -1,7 +1,8 @@
-"""FastAPI routes. Thin: authenticate, parse, call the core in a worker thread, map errors."""
+"""FastAPI routes. Thin: authenticate, parse, call the core off the event loop, map errors."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -12,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from lumyn.config import LumynConfig
 from lumyn.engine.normalize import tenant_of
@@ -24,7 +25,8 @@ from lumyn.service.batch import BatchDecider
 from lumyn.service.errors import JSON, ApiError, error_response, from_core
 
 T = TypeVar("T")
-WORKER_THREADS = 8  # reads and events; decides go through the batching worker
+_log = logging.getLogger("lumyn.service")
+WORKER_THREADS = 8  # reads and events; decides go through the evaluate/commit pipeline
 
 
 def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
@@ -43,7 +45,7 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
             if owned:
                 gateway.close()
 
-    app = FastAPI(
+    app = LumynApp(
         title="Lumyn decision gateway",
         version=_version(),
         description="Deterministic decide() gateway with durable, replayable Decision Records.",
@@ -122,7 +124,7 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
         status = 503 if "STORAGE_UNAVAILABLE" in record["reason_codes"] else 200
         return Response(orjson.dumps(record), status_code=status, media_type=JSON)
 
-    app.add_middleware(DecideFastPath, handler=decide)
+    app.decide_handler = decide
 
     @app.get(
         "/v0/decisions/{decision_id}",
@@ -206,29 +208,38 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> Response:
         # Never leak a traceback; bad input must never get here (tests hold that line).
-        return error_response(500, "INTERNAL_ERROR", f"unexpected {type(exc).__name__}")
+        return _internal_error(exc)
 
     return app
 
 
-class DecideFastPath:
-    """Serves POST /v0/decide straight from the ASGI scope with the route's own handler.
+class LumynApp(FastAPI):
+    """FastAPI, with POST /v0/decide served before the middleware stack.
 
-    The route stays declared on the app (so the OpenAPI document describes it), but routing
-    and dependency solving cost about as much CPU as a decision itself; the hot path skips
-    them. Error handling outside this middleware (500s) is unchanged. See docs/benchmarks.md.
+    The route stays declared (the OpenAPI document describes it, and it shares the handler),
+    but routing, dependency solving and the framework's per-request middleware cost more CPU
+    than a decision itself (docs/benchmarks.md), so the hottest route skips them. An error
+    the handler does not map is answered as the app's other routes answer it: a JSON 500.
     """
 
-    def __init__(self, app: ASGIApp, handler: Callable[[Request], Awaitable[Response]]) -> None:
-        self.app = app
-        self.handler = handler
+    decide_handler: Callable[[Request], Awaitable[Response]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v0/decide":
-            response = await self.handler(Request(scope, receive))
+        handler = self.decide_handler
+        if (handler is not None and scope["type"] == "http" and scope["method"] == "POST"
+                and scope["path"] == "/v0/decide"):
+            try:
+                response = await handler(Request(scope, receive))
+            except Exception as exc:
+                _log.exception("unexpected error in POST /v0/decide")
+                response = _internal_error(exc)
             await response(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        await super().__call__(scope, receive, send)
+
+
+def _internal_error(exc: Exception) -> Response:
+    return error_response(500, "INTERNAL_ERROR", f"unexpected {type(exc).__name__}")
 
 
 def _too_large(limit: int) -> ApiError:

@@ -1,9 +1,11 @@
-"""Worker threads that decide in batches: each batch is one transaction (one fsync).
+"""Decide in a pipeline off the event loop: one thread evaluates, one thread commits.
 
-The event loop only enqueues and awaits a future; the worker drains whatever is queued,
-runs `Lumyn.decide_many` and hands results back with one loop callback per batch. This keeps
-SQLite and policy work off the event loop and costs far less per request than a thread-pool
-hop, while concurrent requests share commits.
+The event loop only enqueues and awaits a future. The evaluator drains whatever is queued and
+runs `Lumyn.prepare_many` (policy, memory, canonical record: pure CPU); the committer drains
+whatever the evaluator has produced and writes it with `Lumyn.commit_many` in one transaction
+(one fsync), then hands results back with one loop callback per batch. So the next batch is
+evaluated while the previous one waits on its fsync, concurrent requests share commits, and
+records are written in the order they were evaluated.
 """
 
 from __future__ import annotations
@@ -15,25 +17,25 @@ import threading
 from typing import Any
 
 from lumyn.errors import LumynError
-from lumyn.sdk import Lumyn
+from lumyn.sdk import Lumyn, Prepared
 
 MAX_BATCH = 128
-# Two workers let one evaluate the next batch while the other waits on its commit's fsync;
-# the store's group commit merges whatever they submit together.
-WORKERS = 2
 _STOP = object()
 
 Item = tuple[Any, "asyncio.Future[dict[str, Any]]", asyncio.AbstractEventLoop]
 
 
 class BatchDecider:
-    def __init__(self, gateway: Lumyn, max_batch: int = MAX_BATCH, workers: int = WORKERS) -> None:
+    def __init__(self, gateway: Lumyn, max_batch: int = MAX_BATCH) -> None:
         self.gateway = gateway
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[Item | object] = queue.SimpleQueue()
+        self._requests: queue.SimpleQueue[Item | object] = queue.SimpleQueue()
+        self._evaluated: queue.SimpleQueue[tuple[list[Item], list[Prepared]] | object] = (
+            queue.SimpleQueue()
+        )
         self._threads = [
-            threading.Thread(target=self._loop, name=f"lumyn-decider-{n}", daemon=True)
-            for n in range(workers)
+            threading.Thread(target=self._evaluate_loop, name="lumyn-evaluator", daemon=True),
+            threading.Thread(target=self._commit_loop, name="lumyn-committer", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
@@ -41,47 +43,73 @@ class BatchDecider:
     async def decide(self, payload: Any) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self._queue.put((payload, future, loop))
+        self._requests.put((payload, future, loop))
         return await future
 
     def close(self) -> None:
-        for _ in self._threads:
-            self._queue.put(_STOP)
+        """Finish everything queued, then stop both threads."""
+        self._requests.put(_STOP)
         for thread in self._threads:
             thread.join(timeout=30)
 
-    def _loop(self) -> None:
+    def _evaluate_loop(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            batch: list[Item] = [first]  # type: ignore[list-item]
-            stop = False
-            while len(batch) < self.max_batch:
+            batch, stop = _drain(self._requests, self.max_batch)
+            if batch:
                 try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)  # type: ignore[arg-type]
-            self._run(batch)
+                    prepared = self.gateway.prepare_many([payload for payload, _, _ in batch])
+                except BaseException as exc:  # never leave a caller waiting
+                    _deliver_all(batch, [exc] * len(batch))
+                else:
+                    self._evaluated.put((batch, prepared))
+            if stop:
+                self._evaluated.put(_STOP)
+                return
+
+    def _commit_loop(self) -> None:
+        while True:
+            parts, stop = _drain(self._evaluated, self.max_batch)
+            batch: list[Item] = []
+            prepared: list[Prepared] = []
+            for part_batch, part_prepared in parts:
+                batch.extend(part_batch)
+                prepared.extend(part_prepared)
+            if batch:
+                try:
+                    results: list[Any] = self.gateway.commit_many(prepared)
+                except BaseException as exc:
+                    results = [exc] * len(batch)
+                _deliver_all(batch, results)
             if stop:
                 return
 
-    def _run(self, batch: list[Item]) -> None:
+
+def _drain(source: queue.SimpleQueue[Any], limit: int) -> tuple[list[Any], bool]:
+    """Block for one item, then take whatever else is queued (up to `limit`).
+    Returns the items and whether the stop marker was seen."""
+    first = source.get()
+    if first is _STOP:
+        return [], True
+    items = [first]
+    while len(items) < limit:
         try:
-            results: list[Any] = self.gateway.decide_many([payload for payload, _, _ in batch])
-        except BaseException as exc:  # never leave a caller waiting
-            results = [exc] * len(batch)
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
-        for (_, future, loop), result in zip(batch, results, strict=True):
-            by_loop.setdefault(loop, []).append((future, result))
-        for loop, pairs in by_loop.items():
-            # A closed loop raises RuntimeError: nobody is waiting there any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_deliver, pairs)
+            item = source.get_nowait()
+        except queue.Empty:
+            break
+        if item is _STOP:
+            return items, True
+        items.append(item)
+    return items, False
+
+
+def _deliver_all(batch: list[Item], results: list[Any]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
+    for (_, future, loop), result in zip(batch, results, strict=True):
+        by_loop.setdefault(loop, []).append((future, result))
+    for loop, pairs in by_loop.items():
+        # A closed loop raises RuntimeError: nobody is waiting there any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_deliver, pairs)
 
 
 def _deliver(pairs: list[tuple[asyncio.Future[dict[str, Any]], Any]]) -> None:

@@ -45,12 +45,37 @@ def _message(error: fastjsonschema.JsonSchemaValueException) -> str:
     return str(error.message).replace(str(error.name), _pointer(error), 1)
 
 
+@cache
+def _request_validator() -> tuple[Callable[[Any], Any], dict[str, str]]:
+    """The request validator, with context's "mode X requires property Y" conditions taken
+    out and returned as {X: Y}: fastjsonschema evaluates `if` by raising and catching an
+    exception, which cost a fifth of a decision's CPU when both conditions are false (the
+    common case). validate_request applies them itself, with the schema's message."""
+    schema = load_schema(REQUEST_SCHEMA)
+    context = schema["properties"]["context"]
+    needs: dict[str, str] = {}
+    for clause in context.pop("allOf"):
+        mode = clause["if"]["properties"]["mode"]["const"]
+        (needs[mode],) = clause["then"]["required"]
+    return fastjsonschema.compile(schema), needs
+
+
 def validate_request(request: Any) -> None:
     """Raise RequestInvalid(INVALID_REQUEST_SCHEMA) naming the first offending field."""
+    validator, needs = _request_validator()
     try:
-        _compiled(REQUEST_SCHEMA)(request)
+        validator(request)
     except fastjsonschema.JsonSchemaValueException as exc:
         raise RequestInvalid(_message(exc), field=_pointer(exc)) from None
+    context = request["context"]
+    need = needs.get(context["mode"])
+    if need is not None and need not in context:
+        raise RequestInvalid(f"context must contain ['{need}'] properties", field="context")
+
+
+def validate_request_reference(request: Any) -> None:
+    """The shipped schema applied whole, for tests that hold validate_request to it."""
+    _compiled(REQUEST_SCHEMA)(request)
 
 
 def validate_record(record: Any) -> None:
