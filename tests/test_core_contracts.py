@@ -140,7 +140,35 @@ def test_new_ids_are_ulids_with_the_current_time_and_unique() -> None:
         parsed = ULID.from_str(value)  # an independent ULID implementation reads it back
         assert str(parsed) == value and len(value) == 26
         assert before <= parsed.milliseconds <= after
-    assert ids[0][:10] <= ids[-1][:10]  # the time prefix sorts in creation order
+    assert ids == sorted(ids)  # monotonic: many share a millisecond, yet sort in creation order
+
+
+def test_new_ids_stay_ordered_across_threads_and_a_clock_step_back(monkeypatch: Any) -> None:
+    import threading
+    import time
+
+    from lumyn.contracts import ids as ids_module
+
+    made: list[str] = []
+    lock = threading.Lock()
+
+    def burst() -> None:
+        mine = [ids_module.new_id() for _ in range(500)]
+        assert mine == sorted(mine)
+        with lock:
+            made.extend(mine)
+
+    threads = [threading.Thread(target=burst) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(made)) == len(made) == 2000
+    before = ids_module.new_id()
+    real = time.time_ns
+    monkeypatch.setattr(ids_module.time, "time_ns", lambda: real() - 10**12)  # 1,000 s back
+    after = ids_module.new_id()
+    assert after > before
 
 
 def test_timestamps_are_rfc3339_utc_milliseconds() -> None:
