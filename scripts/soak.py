@@ -22,7 +22,7 @@ import httpx
 
 _TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path[:0] = [str(_TESTS / "reliability"), str(_TESTS)]
-from _support import refund, start_service  # noqa: E402
+from _support import refund, start_service  # type: ignore[import-not-found]  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
