@@ -140,8 +140,8 @@ def test_unknown_decision_and_event_errors(client: TestClient) -> None:
 
 
 def test_decide_fast_path_and_the_router_agree(tmp_path: Path) -> None:
-    """POST /v0/decide is served by a middleware in front of the router; everything around
-    it (other methods, mounted under a root path, unexpected errors) still behaves as routes."""
+    """POST /v0/decide is answered before FastAPI's middleware stack and router (LumynApp);
+    everything around it (other methods, a root path, unexpected errors) behaves as routes do."""
     with client_for(tmp_path) as client:
         wrong_method = client.get("/v0/decide")
         assert wrong_method.status_code == 405
