@@ -117,27 +117,25 @@ class Lumyn:
     def commit_many(self, prepared: list[Prepared]) -> list[dict[str, Any] | LumynError]:
         """The second half of decide_many: write every pending record in one transaction."""
         pending = [p for p in prepared if isinstance(p, _Pending)]
-        written: dict[int, bytes | LumynError] = {}
+        stored: list[bytes | LumynError] = []
         if pending:
             writes = [(p.row, p.key, self._snapshot) for p in pending]
             append_many = getattr(self.store, "append_decisions", None)
-            stored: list[bytes | LumynError]
             if append_many is not None:
                 stored = append_many(writes)
             else:
-                stored = []
                 for row, key, snapshot in writes:
                     try:
                         stored.append(self.store.append_decision(row, key, snapshot))
                     except LumynError as exc:
                         stored.append(exc)
-            written = {id(p): result for p, result in zip(pending, stored, strict=True)}
+        outcomes = iter(stored)  # one per pending record, in order
         results: list[dict[str, Any] | LumynError] = []
         for p in prepared:
             if not isinstance(p, _Pending):
                 results.append(p)
                 continue
-            outcome = written[id(p)]
+            outcome = next(outcomes)
             if isinstance(outcome, StorageUnavailable):
                 results.append(self._unavailable(p.request, p.mode, outcome))
             elif isinstance(outcome, LumynError):

@@ -75,15 +75,13 @@ class _Grow:
         self.size = 0
 
     def append(self, value: Any) -> None:
-        if self.size == len(self.data):
-            self.data = np.concatenate([self.data, np.empty(len(self.data), self.data.dtype)])
-        self.data[self.size] = value
-        self.size += 1
+        self.insert(self.size, value)
 
     def insert(self, at: int, value: Any) -> None:
         if self.size == len(self.data):
             self.data = np.concatenate([self.data, np.empty(len(self.data), self.data.dtype)])
-        self.data[at + 1 : self.size + 1] = self.data[at : self.size].copy()
+        if at < self.size:
+            self.data[at + 1 : self.size + 1] = self.data[at : self.size].copy()
         self.data[at] = value
         self.size += 1
 
@@ -104,36 +102,33 @@ class _Group:
             return
         self.ids.add(item.memory_id)
         if self.items and item.memory_id < self.items[-1].memory_id:
-            self._insert(item)  # ids minted by another process, committed later
-            return
-        self._append(item)
+            # Ids minted by another process, committed later: O(items) numpy shifts (a
+            # rebuild cost seconds at 100k items). The common case appends.
+            position = bisect_left(self.items, item.memory_id, key=lambda it: it.memory_id)
+        else:
+            position = len(self.items)
+        self._place(item, position)
 
-    def _insert(self, item: MemoryItem) -> None:
-        """Keep memory_id order for an item that sorts before the last one: O(items) numpy
-        shifts rather than a rebuild (which cost seconds at 100k items)."""
-        position = bisect_left(self.items, item.memory_id, key=lambda it: it.memory_id)
+    def _place(self, item: MemoryItem, position: int) -> None:
+        """Insert `item` at `position` of the memory_id order, keeping postings consistent."""
+        if position < len(self.items):
+            for posting in self.postings.values():
+                view = posting.view()
+                view[view >= position] += 1
         self.items.insert(position, item)
         self.weights.insert(position, sum(token_weight(t) for t in item.features))
         self.labels.insert(position, _LABEL_CODE[item.label])
-        for posting in self.postings.values():
-            view = posting.view()
-            view[view >= position] += 1
         for token in item.features:
-            target = self.postings.get(token)
-            if target is None:
-                target = self.postings[token] = _Grow(np.int32)
-            target.insert(int(np.searchsorted(target.view(), position)), position)
+            posting = self._posting(token)
+            at = posting.size if position == len(self.items) - 1 else int(
+                np.searchsorted(posting.view(), position))
+            posting.insert(at, position)
 
-    def _append(self, item: MemoryItem) -> None:
-        position = len(self.items)
-        self.items.append(item)
-        self.weights.append(sum(token_weight(t) for t in item.features))
-        self.labels.append(_LABEL_CODE[item.label])
-        for token in item.features:
-            posting = self.postings.get(token)
-            if posting is None:
-                posting = self.postings[token] = _Grow(np.int32)
-            posting.append(position)
+    def _posting(self, token: str) -> _Grow:
+        posting = self.postings.get(token)
+        if posting is None:
+            posting = self.postings[token] = _Grow(np.int32)
+        return posting
 
     def query(self, features: tuple[str, ...], k: int) -> Similarity:
         n = len(self.items)
