@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import math
+import uuid
 
 import pytest
 from hypothesis import given, settings
@@ -13,7 +15,10 @@ from lumyn.contracts.canonical import (
     CanonicalizationError,
     canonical_bytes,
     canonical_copy,
+    canonical_plain_bytes,
     digest,
+    json_number,
+    plain_digest,
     reference_canonical_bytes,
 )
 
@@ -77,3 +82,86 @@ def test_fast_path_equals_reference_implementation(value: object) -> None:
     # The parsed copy canonicalises to the same bytes, and again with nested additions.
     assert canonical_bytes(copy) == raw
     assert canonical_bytes({"wrapped": copy}) == reference_canonical_bytes({"wrapped": value})
+
+
+# Values orjson writes that are not JSON, or writes differently from JCS, including strings
+# that look like the number tokens the fast paths rewrite or reject.
+tricky_leaves = st.sampled_from([
+    12.0, -0.0, 0.0, 1e15, 1e16, 9007199254740992.0, 1e-6, 1e-7, 1e21, 2**53 - 1, 2**53, -(2**60),
+    "a:1.0,b", "x:12.0}", "[3.0]", ":1e+16,", ",-0.0]", "😀", "\ufb33",
+])
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text() | tricky_leaves,
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=6) | st.sampled_from(["😀", "\ufb33", "a:1.0,"]),
+                      children, max_size=4),
+    max_leaves=25,
+)
+
+
+def _reference_or_error(value: object) -> bytes | type[CanonicalizationError]:
+    try:
+        return canonical_bytes(value)
+    except CanonicalizationError:
+        return CanonicalizationError
+
+
+@settings(max_examples=600, deadline=None)
+@given(json_like)
+def test_canonical_copy_and_plain_bytes_equal_the_reference(value: object) -> None:
+    expected = _reference_or_error(value)
+    if expected is CanonicalizationError:
+        with pytest.raises(CanonicalizationError):
+            canonical_copy(value)
+        return
+    raw, copy = canonical_copy(value)
+    assert raw == expected == reference_canonical_bytes(value)
+    assert copy == value
+    # The copy is plain, so the plain path must give the same bytes, also nested.
+    assert canonical_plain_bytes(copy) == raw
+    assert canonical_plain_bytes({"wrapped": [copy]}) == canonical_bytes({"wrapped": [value]})
+    assert plain_digest(copy) == digest(value)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [math.nan, math.inf, 2**64, 2**53 + 1, datetime.date(2026, 1, 1), uuid.UUID(int=1), (1, 2.0)],
+)
+def test_canonical_copy_never_lets_orjson_extensions_through(bad: object) -> None:
+    value = {"evidence": {"k": bad}}
+    if isinstance(bad, tuple):  # a tuple is an array: copied as a list
+        assert canonical_copy(value) == (b'{"evidence":{"k":[1,2]}}', {"evidence": {"k": [1, 2]}})
+        return
+    with pytest.raises(CanonicalizationError):
+        canonical_copy(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "raw"),
+    [
+        ({"a": -0.0, "b": [12.0, -3.0, 0.5]}, b'{"a":0,"b":[12,-3,0.5]}'),
+        ({"big": 1e15, "edge": 9007199254740992.0}, b'{"big":1000000000000000,"edge":9007199254740992}'),
+        ({"tiny": 1e-6, "huge": 1e16}, b'{"huge":10000000000000000,"tiny":0.000001}'),
+    ],
+)
+def test_canonical_copy_numbers(value: dict[str, object], raw: bytes) -> None:
+    got, copy = canonical_copy(value)
+    assert got == raw
+    assert copy == value
+    # Beyond ±(2^53-1) a number stays a float, so the copy can be canonicalised again.
+    assert all(type(v) is float for k, v in copy.items() if k in ("edge", "huge"))
+    assert canonical_bytes(copy) == canonical_plain_bytes(copy) == raw
+
+
+def test_a_string_that_looks_like_an_integral_float_is_not_rewritten() -> None:
+    value = {"note": "total:12.0,", "n": 12.0}
+    raw, copy = canonical_copy(value)
+    assert raw == b'{"n":12,"note":"total:12.0,"}'
+    assert copy == {"n": 12, "note": "total:12.0,"}
+    assert canonical_plain_bytes({"note": "total:12.0,", "n": 12}) == raw
+
+
+def test_json_number_makes_integral_floats_ints() -> None:
+    assert [json_number(x) for x in (0.0, 12.0, 0.35, -3.0)] == [0, 12, 0.35, -3]
+    assert type(json_number(12.0)) is int and type(json_number(2.0**60)) is float

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from lumyn.config import LumynConfig
-from lumyn.contracts.canonical import canonical_bytes
+from lumyn.contracts.canonical import canonical_bytes, canonical_plain_bytes
 from lumyn.contracts.ids import new_id, utc_now
 from lumyn.engine.assess import assess, request_features, resolve_mode, storage_unavailable_body
 from lumyn.engine.memory import MemoryView
@@ -178,7 +178,7 @@ class Lumyn:
         if dry_run:
             record["extensions"] = {"lumyn": {"dry_run": True, "persisted": False}}
             return record
-        record_json = canonical_bytes(record)
+        record_json = canonical_plain_bytes(record)
         row = DecisionRow.from_record(record, tenant, record_json)
         return _Pending(record, record_json, row, key, persisted, mode)
 

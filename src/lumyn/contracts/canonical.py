@@ -1,16 +1,24 @@
 """RFC 8785 (JCS) canonical JSON and sha256 digests.
 
 `rfc8785` is the reference implementation. It is pure Python, so hot paths use orjson with
-sorted keys after a pre-pass that proves the output is identical: integral floats become ints,
-and anything orjson would format differently from JCS (exponent-range floats, keys outside the
-BMP-below-surrogates range, huge ints) falls back to `rfc8785`. A property test holds the two
-paths equal.
+sorted keys, which writes what JCS writes except for some numbers (integral floats, exponent
+notation, integers beyond ±2^53-1) and for the order of keys holding characters above U+FFFF.
+
+- `canonical_bytes` takes any value: a pre-pass proves orjson's output will be identical
+  (integral floats become ints) or falls back to `rfc8785`, which also names what is wrong.
+- `canonical_copy` (requests) and `canonical_plain_bytes` (records the engine builds) skip the
+  pre-pass: orjson writes the value and a scan of its output finds any number token JCS would
+  write differently. `canonical_copy` also reads its output back and compares it with the
+  value, which catches everything orjson writes that is not JSON (NaN as null, datetimes...).
+
+Property tests hold every path equal to the reference implementation.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import re
 from typing import Any
 
 import orjson
@@ -30,12 +38,6 @@ class CanonicalizationError(ValueError):
 
 class _Fallback(Exception):
     pass
-
-
-class CanonicalDict(dict):  # type: ignore[type-arg]
-    """A dict parsed from canonical bytes by the fast path: every value in it is already in
-    the form orjson writes exactly as JCS does, so later canonicalisations skip its subtree.
-    Only additions of strings, booleans, None, or further CanonicalDicts keep that true."""
 
 
 def _number(value: Any, kind: type) -> Any:
@@ -63,7 +65,7 @@ def _prepare(value: Any) -> Any:
             if type(key) is not str or (not key.isascii() and key and max(key) >= "\ud800"):
                 raise _Fallback
             kind = type(item)
-            if kind is str or kind is bool or item is None or kind is CanonicalDict:
+            if kind is str or kind is bool or item is None:
                 out[key] = item
             elif kind is int or kind is float:
                 out[key] = _number(item, kind)
@@ -72,11 +74,11 @@ def _prepare(value: Any) -> Any:
         return out
     if kind is list or kind is tuple:
         return [
-            item if (t := type(item)) is str or t is bool or item is None or t is CanonicalDict
+            item if (t := type(item)) is str or t is bool or item is None
             else _prepare(item)
             for item in value
         ]
-    if kind is str or kind is bool or value is None or kind is CanonicalDict:
+    if kind is str or kind is bool or value is None:
         return value
     return _number(value, kind)
 
@@ -93,16 +95,90 @@ def canonical_bytes(value: Any) -> bytes:
         raise CanonicalizationError(_describe(value) or str(exc), _find_bad_path(value)) from None
 
 
-def canonical_copy(value: Any) -> tuple[bytes, Any]:
-    """Canonical bytes of `value` and a private copy parsed back from them (a CanonicalDict
-    when the fast path applied, so canonicalising it again is nearly free)."""
+_SORT_STRICT = _SORT | orjson.OPT_STRICT_INTEGER  # integers beyond ±(2^53-1) raise
+_DOT_ZERO = re.compile(rb"\.0(?=[,\]}])")  # how orjson ends an integral float: 12.0 (JCS: 12)
+_EXPONENT = re.compile(rb"e[-+]\d")  # orjson's exponent form; JCS uses it over other ranges
+_BELOW_ASTRAL = bytes(range(0xF0))  # deleted, leaves the lead bytes of characters > U+FFFF
+_DIGITS = frozenset(b"0123456789")
+
+
+def _orjson(value: Any) -> bytes | None:
+    """orjson's sorted output of an object or array, or None when it may differ from JCS
+    other than by integral floats: an exponent, a key with a character above U+FFFF (orjson
+    sorts by code point, JCS by UTF-16 unit) or an integer beyond ±(2^53-1). The characters
+    may be inside a string instead; the careful path then settles it."""
+    if type(value) is not dict and type(value) is not list:
+        return None  # a bare scalar: the scans below look for what follows a number
     try:
-        raw = orjson.dumps(_prepare(value), option=_SORT)
-    except (_Fallback, orjson.JSONEncodeError, TypeError):
-        raw = canonical_bytes(value)
-        return raw, _unsafe_ints_to_floats(orjson.loads(raw))
-    copy = orjson.loads(raw)
-    return raw, CanonicalDict(copy) if isinstance(copy, dict) else copy
+        raw = orjson.dumps(value, option=_SORT_STRICT)
+    except (orjson.JSONEncodeError, TypeError):
+        return None
+    if _EXPONENT.search(raw) or (not raw.isascii() and raw.translate(None, _BELOW_ASTRAL)):
+        return None
+    return raw
+
+
+def _integral_floats_as_ints(raw: bytes) -> bytes | None:
+    """Rewrite each integral float token of orjson's output as JCS writes it (12.0 -> 12,
+    -0.0 -> 0); None when one has more than 15 digits."""
+    parts = []
+    pos = 0
+    for match in _DOT_ZERO.finditer(raw):
+        end = match.start()
+        start = end
+        while start and raw[start - 1] in _DIGITS:
+            start -= 1
+        if not 0 < end - start <= 15:
+            return None  # 2^53 has 16 digits: the careful path keeps such values floats
+        # A match inside a string is rewritten too; canonical_copy's comparison catches it.
+        negative = raw[start - 1 : start] == b"-"
+        if negative and raw[start:end] == b"0":
+            parts.append(raw[pos : start - 1])
+            parts.append(b"0")
+        else:
+            parts.append(raw[pos:end])
+        pos = match.end()
+    parts.append(raw[pos:])
+    return b"".join(parts)
+
+
+def canonical_plain_bytes(value: Any) -> bytes:
+    """canonical_bytes for a plain value: only dicts, lists, strings, integers within
+    ±(2^53-1), finite floats, booleans and None — a canonical_copy, or a record the engine
+    builds from one. orjson's output is taken when scanning it finds nothing JCS writes
+    differently; anything else goes the careful way."""
+    raw = _orjson(value)
+    if raw is not None and _DOT_ZERO.search(raw) is None:
+        return raw
+    return canonical_bytes(value)
+
+
+def json_number(value: float) -> float:
+    """A float the engine puts in a record, as JCS writes it: integral values become ints, so
+    canonical_plain_bytes finds nothing to correct (0.0 and 12.0 are common)."""
+    if value.is_integer() and -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT:
+        return int(value)
+    return value
+
+
+def plain_digest(value: Any) -> str:
+    return sha256_digest(canonical_plain_bytes(value))
+
+
+def canonical_copy(value: Any) -> tuple[bytes, Any]:
+    """Canonical bytes of any value and a private, plain copy parsed back from them."""
+    raw = _orjson(value)
+    if raw is not None:
+        fixed = raw if _DOT_ZERO.search(raw) is None else _integral_floats_as_ints(raw)
+        if fixed is not None:
+            copy = orjson.loads(fixed)
+            # The copy differs from the value when orjson wrote something that is not JSON
+            # (NaN as null, a datetime as a string, a tuple as a list) or rewrote a string
+            # that looked like an integral float: take the careful path then.
+            if copy == value:
+                return fixed, copy
+    raw = canonical_bytes(value)
+    return raw, _unsafe_ints_to_floats(orjson.loads(raw))
 
 
 def _unsafe_ints_to_floats(value: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from lumyn import __version__
-from lumyn.contracts.canonical import CanonicalDict, digest
+from lumyn.contracts.canonical import digest, json_number, plain_digest
 from lumyn.engine.evaluate import Evaluation, evaluate
 from lumyn.engine.features import amount_usd, build_facts
 from lumyn.memory.features import memory_features
@@ -53,32 +53,37 @@ def assess(
 ) -> dict[str, Any]:
     """Every record field except decision_id, created_at and schema_version.
     `memory_tokens` is request_features(request), passed in when the caller has it."""
-    facts = build_facts(request, tenant_id, similarity.failure_score, similarity.success_score)
+    failure, success = similarity.failure_score, similarity.success_score
+    facts = build_facts(request, tenant_id, failure, success)
     evaluation = evaluate(policy, facts)
     considered = similarity.considered()
     snapshot = similarity.snapshot_digest()
+    # Numbers in the record are written as JCS writes them (12.0 -> 12), see json_number.
+    usd = facts.get("amount_usd")
+    usd = None if usd is None else json_number(usd)
+    failure, success = json_number(failure), json_number(success)
     features = {
-        "amount_usd": facts.get("amount_usd"),
+        "amount_usd": usd,
         "missing_evidence": list(evaluation.missing_evidence),
         "memory_features": list(memory_tokens or request_features(request)),
-        "failure_similarity_score": similarity.failure_score,
-        "success_similarity_score": similarity.success_score,
+        "failure_similarity_score": failure,
+        "success_similarity_score": success,
     }
     body: dict[str, Any] = {
         "request": request,
-        # Parts made only of strings are marked canonical-ready (see CanonicalDict).
-        "policy": CanonicalDict(policy.summary(), mode=mode),
+        "policy": {**policy.summary(), "mode": mode},
         "verdict": evaluation.verdict,
         "reason_codes": list(evaluation.reason_codes),
-        "matched_rules": [CanonicalDict(rule) for rule in evaluation.matched_rules],
+        "matched_rules": list(evaluation.matched_rules),
         "risk_signals": {
-            "uncertainty_score": uncertainty_score(
-                policy, request, evaluation, similarity.failure_score
+            "uncertainty_score": json_number(
+                uncertainty_score(policy, request, evaluation, failure)
             ),
             "failure_similarity": {
-                "score": similarity.failure_score,
+                "score": failure,
                 "top_k": [
-                    {"memory_id": m.item.memory_id, "label": m.item.label, "score": m.score,
+                    {"memory_id": m.item.memory_id, "label": m.item.label,
+                     "score": json_number(m.score),
                      "summary": m.item.summary}
                     for m in similarity.top_k
                 ],
@@ -92,22 +97,22 @@ def assess(
     body["explanation"] = {
         "summary": _summary(evaluation, mode),
         "details": {
-            "amount_usd": facts.get("amount_usd"),
+            "amount_usd": usd,
             "missing_evidence": list(evaluation.missing_evidence),
-            "success_similarity_score": similarity.success_score,
+            "success_similarity_score": success,
             "memory_considered": [item.memory_id for item in considered],
             "memory_top_k": top_k,
         },
     }
     if isinstance(request.get("trace"), dict):
         body["trace"] = request["trace"]
-    body["determinism"] = CanonicalDict({
+    body["determinism"] = {
         "engine_version": ENGINE_VERSION,
         "evaluation_order": list(EVALUATION_ORDER),
-        "inputs_digest": digest({"request": request, "features": features,
-                                 "memory_snapshot": snapshot}),
+        "inputs_digest": plain_digest({"request": request, "features": features,
+                                       "memory_snapshot": snapshot}),
         "memory_snapshot": snapshot,
-    })
+    }
     return body
 
 

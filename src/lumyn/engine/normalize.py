@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from lumyn.contracts.canonical import (
     CanonicalizationError,
-    canonical_bytes,
     canonical_copy,
-    digest,
+    canonical_plain_bytes,
+    plain_digest,
     sha256_digest,
 )
 from lumyn.contracts.schemas import validate_request
+from lumyn.engine.features import amount_usd
 from lumyn.errors import ContextDigestMismatch, RequestInvalid
 
 REDACTION_PROFILES = ("default", "strict", "off")
@@ -65,7 +67,7 @@ def normalize_request(request: Any, redaction_profile: str = "default") -> Norma
         raise RequestInvalid(str(exc), field=field) from None
     context = persisted["context"]
     if context["mode"] == "inline":
-        actual = digest(context["inline"])
+        actual = plain_digest(context["inline"])
         if actual != context["digest"]:
             raise ContextDigestMismatch(
                 f"context.digest does not match the inline context (expected {actual})",
@@ -73,7 +75,13 @@ def normalize_request(request: Any, redaction_profile: str = "default") -> Norma
             )
         removed = _redact(context, redaction_profile)
         context["redaction"] = {"profile": redaction_profile, "fields_removed": removed}
-        raw = canonical_bytes(persisted)
+        raw = canonical_plain_bytes(persisted)
+    usd = amount_usd(persisted)
+    if usd is not None and not math.isfinite(usd):
+        raise RequestInvalid(
+            "action.amount.value × evidence.fx_rate_to_usd is too large to be a number",
+            field="evidence.fx_rate_to_usd",
+        )
     return NormalizedRequest(persisted, tenant_of(persisted), sha256_digest(raw))
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from lumyn.contracts.canonical import digest
+from lumyn.contracts.canonical import digest, plain_digest
 from lumyn.memory.features import token_weight
 from lumyn.memory.item import LABELS as LABELS  # re-exported: moved to a numpy-free module
 from lumyn.memory.item import MemoryItem as MemoryItem
@@ -60,7 +60,7 @@ class Similarity:
         considered = self.considered()
         if not considered:
             return _EMPTY_SNAPSHOT
-        return digest([item.snapshot_entry() for item in considered])
+        return plain_digest([item.snapshot_entry() for item in considered])
 
 
 EMPTY = Similarity((), None, None)
