@@ -41,13 +41,11 @@ def _narrowed_queries(rule: CompiledRule, missing: tuple[str, ...]) -> tuple[Que
 def evaluate(policy: CompiledPolicy, facts: Facts) -> Evaluation:
     missing = missing_evidence(policy, facts)
     matched: list[tuple[CompiledRule, tuple[Query, ...]]] = []
-    # rules_for() yields the rules whose action selector can match, in stage order and file
-    # order within a stage; `checks` are the rest of the selector and every condition.
-    for rule in policy.rules_for(str(facts.get("action.type"))):
-        for check in rule.checks:
-            if not check(facts):
-                break
-        else:
+    # The group holds the rules whose action selector can match, in stage order and file
+    # order within a stage; its matcher checks the rest of each selector and the conditions.
+    rules, match = policy.group_for(str(facts.get("action.type")))
+    for rule, hit in zip(rules, match(facts), strict=True):
+        if hit:
             if not rule.requirements_only:
                 matched.append((rule, rule.queries))
             elif missing:

@@ -1,4 +1,5 @@
-"""Validate a policy (every problem, located) and compile it to predicates."""
+"""Validate a policy (every problem, located) and compile it: predicates per rule (the
+reference reading) and generated matchers per action type (what evaluation runs)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import jsonschema
 from lumyn.contracts.canonical import digest
 from lumyn.contracts.schemas import POLICY_SCHEMA, load_schema
 from lumyn.errors import LumynError
+from lumyn.policy.codegen import build_matcher
 from lumyn.policy.conditions import (
     NUMERIC_OPERATORS,
     Facts,
@@ -29,6 +31,7 @@ from lumyn.policy.model import (
     CompiledPolicy,
     CompiledRule,
     Query,
+    RuleGroup,
 )
 
 ACTION_TYPE_RE = re.compile(r"^[a-z0-9]+(\.[a-z0-9_]+)+$")
@@ -249,20 +252,18 @@ def _condition_problem(key: str, operand: Any, thresholds: dict[str, Any]) -> st
 def _compile(data: dict[str, Any], text: str) -> CompiledPolicy:
     thresholds = {str(k): float(v) for k, v in (data.get("thresholds") or {}).items()}
     required = {str(k): tuple(v) for k, v in (data.get("required_evidence") or {}).items()}
-    compiled: list[CompiledRule] = []
-    scopes: list[frozenset[str] | None] = []  # action types a rule is limited to, if any
-    for stage in STAGES:
-        for rule in data.get("rules") or []:
-            if rule["stage"] == stage:
-                compiled.append(_compile_rule(rule, thresholds))
-                scopes.append(_action_scope(rule.get("when") or {}))
+    ordered = [r for stage in STAGES for r in data.get("rules") or [] if r["stage"] == stage]
+    compiled = [_compile_rule(rule, thresholds) for rule in ordered]
+    # The action types a rule is limited to, if any: rules are grouped by action type.
+    scopes = [_action_scope(rule.get("when") or {}) for rule in ordered]
+
+    def group(action: str | None) -> RuleGroup:
+        picked = [i for i, scope in enumerate(scopes)
+                  if scope is None or (action is not None and action in scope)]
+        return RuleGroup(tuple(compiled[i] for i in picked),
+                         build_matcher([ordered[i] for i in picked], thresholds))
+
     named = sorted({a for scope in scopes if scope for a in scope})
-    by_action = {
-        action: tuple(r for r, scope in zip(compiled, scopes, strict=True)
-                      if scope is None or action in scope)
-        for action in named
-    }
-    others = tuple(r for r, scope in zip(compiled, scopes, strict=True) if scope is None)
     defaults = data["defaults"]
     return CompiledPolicy(
         policy_id=data["policy_id"],
@@ -276,8 +277,8 @@ def _compile(data: dict[str, Any], text: str) -> CompiledPolicy:
         rules=tuple(compiled),
         text=text,
         data=data,
-        rules_by_action=by_action,
-        other_rules=others,
+        groups={action: group(action) for action in named},
+        other_group=group(None),
     )
 
 
@@ -293,20 +294,13 @@ def _action_scope(when: dict[str, Any]) -> frozenset[str] | None:
 
 def _compile_rule(rule: dict[str, Any], thresholds: dict[str, float]) -> CompiledRule:
     blocks: list[Predicate] = []
-    flat: list[Predicate] = []
     if "if" in rule:
-        conditions = _compile_map(rule["if"], thresholds)
-        blocks.append(_all_of(conditions))
-        flat.extend(conditions)
+        blocks.append(_all_of(_compile_map(rule["if"], thresholds)))
     for cond in rule.get("if_all") or []:
-        conditions = _compile_map(cond, thresholds)
-        blocks.append(_all_of(conditions))
-        flat.extend(conditions)
+        blocks.append(_all_of(_compile_map(cond, thresholds)))
     if rule.get("if_any"):
         options = tuple(_all_of(_compile_map(c, thresholds)) for c in rule["if_any"])
-        any_of: Predicate = lambda f: any(p(f) for p in options)  # noqa: E731
-        blocks.append(any_of)
-        flat.append(any_of)
+        blocks.append(lambda f: any(p(f) for p in options))
     when = rule.get("when") or {}
     then = rule["then"]
     return CompiledRule(
@@ -314,7 +308,6 @@ def _compile_rule(rule: dict[str, Any], thresholds: dict[str, float]) -> Compile
         stage=rule["stage"],
         selector=_compile_selector(when),
         blocks=tuple(blocks),
-        checks=(*_selector_checks(when, include_action=False), *flat),
         requirements_only=rule["stage"] == "REQUIREMENTS"
         and not any(k in rule for k in BLOCK_KEYS),
         verdict=then["verdict"],
@@ -344,15 +337,9 @@ def _all_of(predicates: list[Predicate]) -> Predicate:
 
 
 def _compile_selector(when: dict[str, Any]) -> Predicate:
-    checks = _selector_checks(when, include_action=True)
-    return _all_of(checks) if checks else _always
-
-
-def _selector_checks(when: dict[str, Any], *, include_action: bool) -> list[Predicate]:
     checks: list[Predicate] = []
-    selectors = [("subject_type", "subject.type"), ("tenant_id", "tenant_id")]
-    if include_action:
-        selectors.insert(0, ("action_type", "action.type"))
+    selectors = [("action_type", "action.type"), ("subject_type", "subject.type"),
+                 ("tenant_id", "tenant_id")]
     for key, fact in selectors:
         if key in when:
             checks.append(_equals(fact, when[key]))
@@ -361,7 +348,7 @@ def _selector_checks(when: dict[str, Any], *, include_action: bool) -> list[Pred
     if "tag" in when:
         tag = when["tag"]
         checks.append(lambda f: tag in (f.get("action.tags") or ()))
-    return checks
+    return _all_of(checks) if checks else _always
 
 
 def _equals(fact: str, wanted: Any) -> Predicate:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+from lumyn.policy.codegen import Matcher
 from lumyn.policy.conditions import Predicate
 
 STAGES = ("REQUIREMENTS", "HARD_BLOCKS", "ESCALATIONS", "TRUST_PATHS")
@@ -35,16 +36,24 @@ class Query:
 class CompiledRule:
     rule_id: str
     stage: str
+    # The reference reading of the rule: it applies when the selector and every block hold.
+    # Evaluation runs the equivalent generated code of its RuleGroup instead (codegen.py).
     selector: Predicate
     blocks: tuple[Predicate, ...]
-    # What evaluation runs once rules_for() has matched the action type: the other selector
-    # checks, then every condition of every block, flattened so one failing check stops it.
-    checks: tuple[Predicate, ...]
     requirements_only: bool  # REQUIREMENTS rule without conditions: fires on missing evidence
     verdict: str
     reason_codes: tuple[str, ...]
     queries: tuple[Query, ...]
     obligations: tuple[dict[str, Any], ...]
+
+
+class RuleGroup(NamedTuple):
+    """The rules that can apply to one action type, in evaluation order, and their matcher:
+    a function of the facts giving, per rule, whether its other selectors and its
+    conditions hold."""
+
+    rules: tuple[CompiledRule, ...]
+    match: Matcher
 
 
 @dataclass(frozen=True)
@@ -60,13 +69,13 @@ class CompiledPolicy:
     rules: tuple[CompiledRule, ...]  # already in evaluation order (stage, then file order)
     text: str  # the exact YAML text whose hash is policy_hash
     data: dict[str, Any]
-    # Rules that can apply to an action type (selector names it, or names no action type),
-    # in evaluation order; `other_rules` serves action types no selector names.
-    rules_by_action: dict[str, tuple[CompiledRule, ...]]
-    other_rules: tuple[CompiledRule, ...]
+    # Per action type some selector names, the rules that can apply (the selector names it
+    # or names no action type); `other_group` serves every other action type.
+    groups: dict[str, RuleGroup]
+    other_group: RuleGroup
 
-    def rules_for(self, action_type: str) -> tuple[CompiledRule, ...]:
-        return self.rules_by_action.get(action_type, self.other_rules)
+    def group_for(self, action_type: str) -> RuleGroup:
+        return self.groups.get(action_type, self.other_group)
 
     def summary(self) -> dict[str, str]:
         return {
