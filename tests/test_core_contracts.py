@@ -192,9 +192,9 @@ def test_timestamps_are_rfc3339_utc_milliseconds() -> None:
 def test_fast_request_validator_accepts_exactly_what_the_schema_accepts(
     mode: str, with_ref: bool, with_inline: bool, ref_ok: bool
 ) -> None:
-    """validate_request applies the context's mode conditions outside the compiled validator;
-    it must accept and reject exactly as the shipped schema applied whole."""
-    from fastjsonschema import JsonSchemaValueException
+    """The compiled validator accepts and rejects the context's mode conditions exactly as
+    the reference implementation applies the shipped schema."""
+    from jsonschema import ValidationError
 
     from lumyn.contracts.schemas import validate_request_reference
 
@@ -208,7 +208,7 @@ def test_fast_request_validator_accepts_exactly_what_the_schema_accepts(
     try:
         validate_request_reference(request)
         expected = True
-    except JsonSchemaValueException:
+    except ValidationError:
         expected = False
     try:
         validate_request(request)
@@ -217,3 +217,94 @@ def test_fast_request_validator_accepts_exactly_what_the_schema_accepts(
         accepted = False
         assert exc.field.startswith("context")
     assert accepted == expected
+
+
+_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 300), st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["", "x", "support.refund", "Refund", "USD", "usd", "service", "robot",
+                     "inline", "reference", "digest_only", "enforce", "sha256:" + "a" * 64,
+                     "a\x00b", "x" * 300, "decision_request.v0"]),
+    st.lists(st.sampled_from(["a", 1, None]), max_size=2),
+    st.dictionaries(st.sampled_from(["kind", "id", "x", "tenant_id", "value", "currency"]),
+                    st.sampled_from(["s3", "", 1, None]), max_size=3),
+)
+_PATHS = [
+    ("schema_version",), ("request_id",), ("trace",), ("trace", "span_id"), ("tenant",),
+    ("tenant", "tenant_id"), ("tenant", "environment"), ("subject",), ("subject", "type"),
+    ("subject", "id"), ("subject", "roles"), ("action",), ("action", "type"),
+    ("action", "intent"), ("action", "amount"), ("action", "amount", "value"),
+    ("action", "amount", "currency"), ("action", "tags"), ("action", "target"),
+    ("action", "target", "system"), ("evidence",), ("context",), ("context", "mode"),
+    ("context", "digest"), ("context", "ref"), ("context", "inline"), ("policy",),
+    ("policy", "mode"), ("hints",), ("hints", "dry_run"), ("extensions",), ("surprise",),
+]
+
+
+@given(st.lists(st.tuples(st.sampled_from(_PATHS), st.booleans(), _VALUES), max_size=3))
+def test_request_validator_accepts_exactly_what_the_reference_accepts(
+    changes: list[tuple[tuple[str, ...], bool, Any]],
+) -> None:
+    """The compiled validator (jsonschema-rs) against the reference implementation (jsonschema)
+    over requests with fields set to wrong types, bad patterns, or deleted."""
+    from jsonschema import ValidationError
+
+    from lumyn.contracts.schemas import validate_request_reference
+
+    request = copy.deepcopy(README_RECORD["request"])
+    for path, delete, value in changes:
+        node: Any = request
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            if delete:
+                node.pop(path[-1], None)
+            else:
+                node[path[-1]] = copy.deepcopy(value)
+    try:
+        validate_request_reference(request)
+        expected = None
+    except ValidationError as error:
+        expected = error
+    try:
+        validate_request(request)
+        assert expected is None, f"accepted what the reference rejects: {expected}"
+    except RequestInvalid as exc:
+        assert expected is not None, f"rejected what the reference accepts: {exc}"
+        assert exc.reason_code == "INVALID_REQUEST_SCHEMA"
+        assert "\n" not in exc.one_line() and exc.field in exc.one_line()
+
+
+def test_request_errors_name_the_rule_without_echoing_the_value() -> None:
+    request = copy.deepcopy(README_RECORD["request"])
+    cases = [
+        (lambda r: r.pop("action"), "(root)", "(root) must contain 'action'"),
+        (lambda r: r.update(surprise=1), "(root)", "(root) must not contain 'surprise'"),
+        (lambda r: r["action"]["amount"].update(value="x" * 5000), "action.amount.value",
+         "action.amount.value must be number"),
+        (lambda r: r["subject"].update(type="robot"), "subject.type",
+         'subject.type must be one of "service", "agent", "user", "job"'),
+        (lambda r: r["context"].update(mode="reference"), "context", "context must contain 'ref'"),
+        (lambda r: r.update(request_id=""), "request_id",
+         "request_id must be at least 1 character(s) long"),
+    ]
+    for change, field, message in cases:
+        bad = copy.deepcopy(request)
+        change(bad)
+        with pytest.raises(RequestInvalid) as info:
+            validate_request(bad)
+        assert (info.value.field, info.value.message) == (field, message)
+
+
+class _Text(str):
+    """A str subclass: jsonschema-rs does not read it, the reference validator does."""
+
+
+def test_values_the_compiled_validator_cannot_read_go_to_the_reference() -> None:
+    request = copy.deepcopy(README_RECORD["request"])
+    request["subject"]["id"] = _Text("agent-7")
+    validate_request(request)  # valid: no error
+    request["subject"]["type"] = _Text("robot")
+    with pytest.raises(RequestInvalid) as info:
+        validate_request(request)
+    assert info.value.field == "subject.type"
+    assert info.value.message.startswith("subject.type must be one of")

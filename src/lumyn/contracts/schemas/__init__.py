@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import Any
 
-import fastjsonschema
+import jsonschema_rs
 
 from lumyn.errors import RequestInvalid
 
@@ -23,67 +22,95 @@ def _schema_text(name: str) -> str:
 
 
 def load_schema(name: str) -> dict[str, Any]:
-    """A fresh copy each call: validator compilers rewrite `$ref`s in place."""
+    """A fresh copy each call: callers may keep or change it."""
     schema: dict[str, Any] = json.loads(_schema_text(name))
     return schema
 
 
 @cache
-def _compiled(name: str) -> Callable[[Any], Any]:
-    validator: Callable[[Any], Any] = fastjsonschema.compile(load_schema(name))
-    return validator
-
-
-def _pointer(error: fastjsonschema.JsonSchemaValueException) -> str:
-    # fastjsonschema names the value "data.action.type" or "data.tags[2]".
-    name = str(error.name or "data")
-    path = name[len("data") :].replace("[", ".").replace("]", "")
-    return path.lstrip(".") or "(root)"
-
-
-def _message(error: fastjsonschema.JsonSchemaValueException) -> str:
-    return str(error.message).replace(str(error.name), _pointer(error), 1)
+def _compiled(name: str) -> Any:
+    # jsonschema-rs: a compiled validator, about a fifth of the CPU of a generated Python one
+    # per request (docs/benchmarks.md). It reads only Python's JSON types; anything else
+    # goes to the reference validator below.
+    return jsonschema_rs.validator_for(load_schema(name))
 
 
 @cache
-def _request_validator() -> tuple[Callable[[Any], Any], dict[str, str]]:
-    """The request validator, with context's "mode X requires property Y" conditions taken
-    out and returned as {X: Y}: fastjsonschema evaluates `if` by raising and catching an
-    exception, which cost a fifth of a decision's CPU when both conditions are false (the
-    common case). validate_request applies them itself, with the schema's message."""
-    schema = load_schema(REQUEST_SCHEMA)
-    context = schema["properties"]["context"]
-    needs: dict[str, str] = {}
-    for clause in context.pop("allOf"):
-        mode = clause["if"]["properties"]["mode"]["const"]
-        (needs[mode],) = clause["then"]["required"]
-    return fastjsonschema.compile(schema), needs
+def _reference(name: str) -> Any:
+    import jsonschema  # imported when needed: the CLI's reads start faster without it
+
+    return jsonschema.Draft202012Validator(load_schema(name))
+
+
+def _field(path: Any) -> str:
+    return ".".join(str(part) for part in path) or "(root)"
+
+
+def _describe(kind: str, detail: Any) -> str:
+    """What an error kind means, without repeating the offending value (it may be large)."""
+    if kind == "required":
+        return f"must contain '{detail}'"
+    if kind in ("additionalProperties", "unevaluatedProperties"):
+        return "must not contain " + ", ".join(f"'{k}'" for k in detail)
+    if kind == "type":
+        return "must be " + " or ".join(detail if isinstance(detail, list) else [detail])
+    if kind == "enum":
+        return "must be one of " + ", ".join(json.dumps(o) for o in detail)
+    if kind == "const":
+        return f"must be {json.dumps(detail)}"
+    if kind == "pattern":
+        return f"must match pattern {detail}"
+    if kind == "minLength":
+        return f"must be at least {detail} character(s) long"
+    if kind == "maxLength":
+        return f"must be at most {detail} characters long"
+    return f"fails the schema's '{kind}' rule"
+
+
+def _first_error(name: str, value: Any) -> tuple[str, str] | None:
+    """(field, message) of the first way `value` breaks the schema, or None if it is valid."""
+    try:
+        _compiled(name).validate(value)
+        return None
+    except jsonschema_rs.ValidationError as exc:
+        field, kind, detail = _field(exc.instance_path), exc.kind.name, exc.kind.value
+    except ValueError:  # a type jsonschema-rs does not read (a str subclass, a date...)
+        from jsonschema.exceptions import best_match
+
+        try:
+            error = best_match(_reference(name).iter_errors(value))
+        except RecursionError:  # so deep that neither validator reaches the bottom
+            return "(root)", "(root) nests too deeply to be validated"
+        if error is None:
+            return None
+        field, kind, detail = _field(error.absolute_path), str(error.validator), None
+        if kind == "required":  # jsonschema names the missing property only in its message
+            detail = str(error.message).split("'")[1]
+        elif kind == "additionalProperties":
+            detail = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        else:
+            detail = error.validator_value
+    return field, f"{field} {_describe(kind, detail)}"
 
 
 def validate_request(request: Any) -> None:
     """Raise RequestInvalid(INVALID_REQUEST_SCHEMA) naming the first offending field."""
-    validator, needs = _request_validator()
-    try:
-        validator(request)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        raise RequestInvalid(_message(exc), field=_pointer(exc)) from None
-    context = request["context"]
-    need = needs.get(context["mode"])
-    if need is not None and need not in context:
-        raise RequestInvalid(f"context must contain ['{need}'] properties", field="context")
+    error = _first_error(REQUEST_SCHEMA, request)
+    if error is not None:
+        raise RequestInvalid(error[1], field=error[0])
 
 
 def validate_request_reference(request: Any) -> None:
-    """The shipped schema applied whole, for tests that hold validate_request to it."""
-    _compiled(REQUEST_SCHEMA)(request)
+    """The reference implementation (jsonschema) applied to a request, for tests that hold
+    validate_request to it. Raises jsonschema.ValidationError."""
+    _reference(REQUEST_SCHEMA).validate(request)
 
 
 def validate_record(record: Any) -> None:
     """Raise ValueError if `record` is not a valid decision_record.v0 (request included)."""
-    try:
-        _compiled(RECORD_SCHEMA)(record)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        raise ValueError(f"invalid decision record: {_message(exc)}") from None
+    error = _first_error(RECORD_SCHEMA, record)
+    if error is not None:
+        raise ValueError(f"invalid decision record: {error[1]}")
     try:
         validate_request(record["request"])
     except RequestInvalid as exc:
