@@ -16,6 +16,7 @@ from lumyn.contracts.canonical import (
     canonical_bytes,
     canonical_copy,
     canonical_plain_bytes,
+    canonical_plain_bytes_with,
     digest,
     json_number,
     plain_digest,
@@ -165,3 +166,18 @@ def test_a_string_that_looks_like_an_integral_float_is_not_rewritten() -> None:
 def test_json_number_makes_integral_floats_ints() -> None:
     assert [json_number(x) for x in (0.0, 12.0, 0.35, -3.0)] == [0, 12, 0.35, -3]
     assert type(json_number(12.0)) is int and type(json_number(2.0**60)) is float
+
+
+ascii_keys = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_-0123456789", max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(ascii_keys, json_like, max_size=6), ascii_keys, json_like)
+def test_splicing_a_member_equals_writing_the_whole_object(
+    value: dict[str, object], key: str, member: object
+) -> None:
+    expected = _reference_or_error({**value, key: member})
+    if expected is CanonicalizationError:
+        return
+    encoded = reference_canonical_bytes(member)
+    assert canonical_plain_bytes_with(value, key, encoded) == expected

@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lumyn.contracts import validate_record, validate_request
@@ -98,8 +98,9 @@ def test_reference_mode_needs_a_ref() -> None:
 
 
 def test_stored_records_are_byte_exact_rfc8785(tmp_path: Any) -> None:
-    """Records take the canonical fast path (with parts pre-marked as canonical-ready); the
-    bytes must equal the reference RFC 8785 implementation for every golden request."""
+    """Records take the canonical fast path (the request's bytes spliced in, the rest written
+    by orjson); the bytes must equal the reference RFC 8785 implementation for every golden
+    request."""
     import json
     from pathlib import Path
 
@@ -123,6 +124,88 @@ def test_stored_records_are_byte_exact_rfc8785(tmp_path: Any) -> None:
                 )
                 checked += 1
     assert checked >= 30
+
+
+_NUMBER_GATEWAYS: dict[tuple[str, str], Any] = {}  # one gateway per policy, across examples
+_OBLIGING_POLICY = """
+schema_version: policy.v0
+policy_id: numbers
+policy_version: "1"
+defaults: {default_verdict: ESCALATE, default_reason_code: NO_MATCH_DEFAULT_ESCALATE}
+rules:
+  - id: R1
+    stage: ESCALATIONS
+    if: {amount_usd_gt: 0}
+    then:
+      verdict: ESCALATE
+      reason_codes: [HAS_AMOUNT]
+      obligations: [{type: review, limit: %s, "%s": 1}]
+"""
+
+
+@pytest.mark.parametrize(("limit", "key"), [("250", "k"), ("0.00001", "k"), ("12.0", "k"),
+                                            ("1.5", "\U0001F600"), ("1.0e+17", "k")])
+@settings(max_examples=30, deadline=None)
+@given(
+    value=st.one_of(st.floats(min_value=0, max_value=1e18, allow_nan=False), st.integers(0, 10**6),
+                    st.sampled_from([0.00001, 12.0, 1e16, 2.5e-7, 9007199254740993])),
+    rate=st.one_of(st.none(), st.floats(min_value=1e-9, max_value=1e9, allow_nan=False)),
+    risk=st.floats(allow_nan=False, allow_infinity=False),
+)
+def test_records_with_any_numbers_are_stored_as_rfc8785(
+    tmp_path_factory: Any, limit: str, key: str, value: float, rate: float | None, risk: float
+) -> None:
+    """Whatever numbers a request, the memory and the policy's obligations bring, the stored
+    bytes equal the reference implementation's, and engine_numbers names every number the
+    engine adds (the fast path trusts that list)."""
+    import json
+
+    from lumyn import Lumyn, LumynConfig
+    from lumyn.contracts.canonical import reference_canonical_bytes
+    from lumyn.engine.assess import engine_numbers
+    from lumyn.errors import LumynError
+
+    lumyn = _NUMBER_GATEWAYS.get((limit, key))
+    if lumyn is None:
+        folder = tmp_path_factory.mktemp("numbers")
+        (folder / "p.yml").write_text(_OBLIGING_POLICY % (limit, key))
+        lumyn = _NUMBER_GATEWAYS[limit, key] = Lumyn(LumynConfig(
+            store_path=str(folder / "l.db"), policy_path=str(folder / "p.yml")))
+    request = copy.deepcopy(README_RECORD["request"])
+    request["action"]["amount"] = {"value": value, "currency": "USD" if rate is None else "EUR"}
+    request["evidence"]["risk"] = risk
+    if rate is not None:
+        request["evidence"]["fx_rate_to_usd"] = rate
+    try:
+        first = lumyn.decide(request)
+    except LumynError:
+        return  # e.g. an amount beyond the canonical range: rejected, nothing stored
+    lumyn.label(first["decision_id"], "failure", "a past outcome")
+    record = lumyn.decide(request)  # the same request again: now memory has a match
+    stored = lumyn.store.get_decision(record["decision_id"])
+    assert stored is not None
+    assert record["risk_signals"]["failure_similarity"]["top_k"]  # memory numbers present
+    # Integers beyond 2^53 in canonical text stand for floats (JCS writes 2.0**53 that way).
+    parsed = json.loads(stored[1], parse_int=lambda t: int(t) if len(t) < 16 else float(t))
+    assert stored[1] == reference_canonical_bytes(parsed)
+
+    found: list[Any] = []
+
+    def walk(node: Any, path: str) -> None:
+        if path in ("/request", "/obligations"):
+            return
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{path}/{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}/{i}")
+        elif isinstance(node, int | float) and not isinstance(node, bool):
+            found.append(node)
+
+    walk(record, "")
+    listed = [n for n in engine_numbers(record) if n is not None]
+    assert sorted(found) == sorted(listed)
 
 
 def test_new_ids_are_ulids_with_the_current_time_and_unique() -> None:

@@ -9,9 +9,15 @@ from typing import Any
 import orjson
 
 from lumyn.config import LumynConfig
-from lumyn.contracts.canonical import canonical_bytes, canonical_plain_bytes
+from lumyn.contracts.canonical import canonical_bytes
 from lumyn.contracts.ids import new_id, utc_now
-from lumyn.engine.assess import assess, request_features, resolve_mode, storage_unavailable_body
+from lumyn.engine.assess import (
+    assess,
+    record_json,
+    request_features,
+    resolve_mode,
+    storage_unavailable_body,
+)
 from lumyn.engine.memory import MemoryView
 from lumyn.engine.normalize import normalize_request, tenant_of
 from lumyn.errors import (
@@ -173,14 +179,15 @@ class Lumyn:
         except StorageUnavailable as exc:
             return self._unavailable(persisted, mode, exc)
         record = self._new_record(
-            assess(self.policy, persisted, tenant, similarity, mode, self.config.top_k, tokens)
+            assess(self.policy, persisted, tenant, similarity, mode, self.config.top_k, tokens,
+                   normalized.canonical)
         )
         if dry_run:
             record["extensions"] = {"lumyn": {"dry_run": True, "persisted": False}}
             return record
-        record_json = canonical_plain_bytes(record)
-        row = DecisionRow.from_record(record, tenant, record_json)
-        return _Pending(record, record_json, row, key, persisted, mode)
+        encoded = record_json(record, normalized.canonical, self.policy)
+        row = DecisionRow.from_record(record, tenant, encoded)
+        return _Pending(record, encoded, row, key, persisted, mode)
 
     def _new_record(self, body: dict[str, Any]) -> dict[str, Any]:
         return {

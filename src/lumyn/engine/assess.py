@@ -6,10 +6,18 @@ It does no I/O: memory similarity is computed by the caller and passed in.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from lumyn import __version__
-from lumyn.contracts.canonical import digest, json_number, plain_digest
+from lumyn.contracts.canonical import (
+    canonical_plain_bytes_with,
+    digest,
+    jcs_exact,
+    json_number,
+    plain_digest,
+    sha256_digest,
+)
 from lumyn.engine.evaluate import Evaluation, evaluate
 from lumyn.engine.features import amount_usd, build_facts
 from lumyn.memory.features import memory_features
@@ -50,9 +58,11 @@ def assess(
     mode: str,
     top_k: int,
     memory_tokens: tuple[str, ...] | None = None,
+    request_json: bytes | None = None,
 ) -> dict[str, Any]:
     """Every record field except decision_id, created_at and schema_version.
-    `memory_tokens` is request_features(request), passed in when the caller has it."""
+    `memory_tokens` (request_features(request)) and `request_json` (the request's canonical
+    bytes) save work when the caller has them."""
     failure, success = similarity.failure_score, similarity.success_score
     facts = build_facts(request, tenant_id, failure, success)
     evaluation = evaluate(policy, facts)
@@ -109,11 +119,44 @@ def assess(
     body["determinism"] = {
         "engine_version": ENGINE_VERSION,
         "evaluation_order": list(EVALUATION_ORDER),
-        "inputs_digest": plain_digest({"request": request, "features": features,
-                                       "memory_snapshot": snapshot}),
+        "inputs_digest": _inputs_digest(request, features, snapshot, request_json),
         "memory_snapshot": snapshot,
     }
     return body
+
+
+def _inputs_digest(request: dict[str, Any], features: dict[str, Any], snapshot: str,
+                   request_json: bytes | None) -> str:
+    inputs = {"features": features, "memory_snapshot": snapshot}
+    if request_json is None:
+        return plain_digest({**inputs, "request": request})
+    # Besides the request, only these numbers: the rest is strings with ASCII keys.
+    exact = all(jcs_exact(features[k]) for k in (
+        "amount_usd", "failure_similarity_score", "success_similarity_score"))
+    return sha256_digest(canonical_plain_bytes_with(inputs, "request", request_json, exact=exact))
+
+
+def record_json(record: dict[str, Any], request_json: bytes, policy: CompiledPolicy) -> bytes:
+    """The canonical bytes of a record from assess(), given its request's canonical bytes.
+
+    Outside the request a record holds strings under ASCII keys, the engine's numbers and the
+    policy's obligations; when those numbers pass jcs_exact and the policy's obligations were
+    found exact when it was compiled, orjson's output needs no scan."""
+    exact = policy.exact_obligations and all(jcs_exact(n) for n in engine_numbers(record))
+    return canonical_plain_bytes_with(record, "request", request_json, exact=exact)
+
+
+def engine_numbers(record: dict[str, Any]) -> Iterator[Any]:
+    """Every number assess() puts in a record outside the request and obligations."""
+    risk = record["risk_signals"]
+    yield risk["uncertainty_score"]
+    yield risk["failure_similarity"]["score"]
+    for match in risk["failure_similarity"]["top_k"]:
+        yield match["score"]
+    details = record["explanation"]["details"]
+    yield details["amount_usd"]
+    yield details["success_similarity_score"]
+    yield details["memory_top_k"]
 
 
 def _summary(evaluation: Evaluation, mode: str) -> str:

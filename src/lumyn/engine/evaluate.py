@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from lumyn.policy.conditions import Facts, present
 from lumyn.policy.model import PRECEDENCE, CompiledPolicy, CompiledRule, Query
 
 
-@dataclass(frozen=True)
-class Evaluation:
+class Evaluation(NamedTuple):
     verdict: str
     reason_codes: tuple[str, ...]
     matched_rules: tuple[dict[str, Any], ...]

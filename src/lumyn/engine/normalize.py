@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from lumyn.contracts.canonical import (
     CanonicalizationError,
@@ -35,11 +34,11 @@ SENSITIVE_KEYS = frozenset(
 SENSITIVE_SUFFIXES = ("_token", "_password", "_secret", "_api_key", "_email", "_phone", "_ssn")
 
 
-@dataclass(frozen=True)
-class NormalizedRequest:
+class NormalizedRequest(NamedTuple):
     persisted: dict[str, Any]  # canonical, redacted; what the record stores
     tenant_id: str  # "" means global
     request_digest: str  # digest of `persisted`, the idempotency fingerprint
+    canonical: bytes  # canonical JSON of `persisted`
 
 
 def tenant_of(request: dict[str, Any]) -> str:
@@ -82,11 +81,17 @@ def normalize_request(request: Any, redaction_profile: str = "default") -> Norma
             "action.amount.value × evidence.fx_rate_to_usd is too large to be a number",
             field="evidence.fx_rate_to_usd",
         )
-    return NormalizedRequest(persisted, tenant_of(persisted), sha256_digest(raw))
+    return NormalizedRequest(persisted, tenant_of(persisted), sha256_digest(raw), raw)
 
 
 def _too_deep(value: Any, limit: int) -> bool:
     """Iterative, so hostile nesting cannot exhaust the interpreter stack."""
+    if type(value) is dict:  # the common case, a flat object, without building a stack
+        for child in value.values():
+            if isinstance(child, dict | list):
+                break
+        else:
+            return limit < 1
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()

@@ -7,6 +7,7 @@ weighted sums are exact in binary floating point and scores are identical on eve
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,37 +20,45 @@ def token_weight(token: str) -> float:
     return WEIGHTS[token.split(":", 1)[0]]
 
 
+def _bucket_names() -> tuple[str, ...]:
+    lowers = (0, *AMOUNT_EDGES)
+    names = [f"{lower:g}-{edge:g}" for lower, edge in zip(lowers, AMOUNT_EDGES, strict=False)]
+    return (*names, f"{AMOUNT_EDGES[-1]:g}+")
+
+
+_BUCKETS = _bucket_names()  # "0-10", "10-25", ..., "5000+"
+
+
 def amount_bucket(amount: float) -> str:
-    lower: float = 0
-    for edge in AMOUNT_EDGES:
-        if amount < edge:
-            return f"{lower:g}-{edge:g}"
-        lower = edge
-    return f"{lower:g}+"
+    """The bucket [lower, edge) holding `amount` (non-negative)."""
+    return _BUCKETS[bisect_right(AMOUNT_EDGES, amount)]
 
 
 def memory_features(request: Mapping[str, Any], amount_usd: float | None) -> tuple[str, ...]:
     """Sorted, de-duplicated feature tokens of a (persisted) request."""
     action = request.get("action") or {}
-    tokens = {f"action:{action.get('type')}"}
+    tokens = {"action:" + str(action.get("type"))}
     amount = action.get("amount")
     if isinstance(amount, dict):
-        tokens.add(f"currency:{amount.get('currency')}")
+        tokens.add("currency:" + str(amount.get("currency")))
         value = amount_usd if amount_usd is not None else amount.get("value")
         if isinstance(value, int | float) and not isinstance(value, bool):
-            tokens.add(f"amount:{amount_bucket(abs(float(value)))}")
+            tokens.add("amount:" + amount_bucket(abs(float(value))))
     for tag in action.get("tags") or ():
         if isinstance(tag, str) and 0 < len(tag) <= MAX_VALUE_LEN:
-            tokens.add(f"tag:{tag}")
+            tokens.add("tag:" + tag)
     system = (action.get("target") or {}).get("system")
     if isinstance(system, str) and system:
-        tokens.add(f"target:{system[:MAX_VALUE_LEN]}")
-    evidence = request.get("evidence") or {}
-    for key, value in evidence.items():
+        tokens.add("target:" + system[:MAX_VALUE_LEN])
+    for key, value in (request.get("evidence") or {}).items():
         if len(key) > MAX_VALUE_LEN or "=" in key:
             continue
-        if isinstance(value, bool):
+        kind = type(value)
+        if kind is str:
+            if 0 < len(value) <= MAX_VALUE_LEN:
+                tokens.add(f"ev:{key}={value}")
+        elif kind is bool:
             tokens.add(f"ev:{key}={'true' if value else 'false'}")
-        elif isinstance(value, str) and 0 < len(value) <= MAX_VALUE_LEN:
+        elif isinstance(value, str) and 0 < len(value) <= MAX_VALUE_LEN:  # a str subclass
             tokens.add(f"ev:{key}={value}")
     return tuple(sorted(tokens))

@@ -13,6 +13,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -47,17 +48,21 @@ class Similarity:
     def success_score(self) -> float:
         return self.success.score if self.success else 0.0
 
-    def considered(self) -> list[MemoryItem]:
-        """Every item that determined the signals: top-k plus the best failure and success.
-        Re-running the search over just these items reproduces the same signals exactly."""
+    @cached_property
+    def _considered(self) -> tuple[MemoryItem, ...]:
         items = {m.item.memory_id: m.item for m in self.top_k}
         for match in (self.failure, self.success):
             if match:
                 items.setdefault(match.item.memory_id, match.item)
-        return [items[key] for key in sorted(items)]
+        return tuple(items[key] for key in sorted(items))
+
+    def considered(self) -> list[MemoryItem]:
+        """Every item that determined the signals: top-k plus the best failure and success.
+        Re-running the search over just these items reproduces the same signals exactly."""
+        return list(self._considered)
 
     def snapshot_digest(self) -> str:
-        considered = self.considered()
+        considered = self._considered
         if not considered:
             return _EMPTY_SNAPSHOT
         return plain_digest([item.snapshot_entry() for item in considered])
