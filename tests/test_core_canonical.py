@@ -181,3 +181,9 @@ def test_splicing_a_member_equals_writing_the_whole_object(
         return
     encoded = reference_canonical_bytes(member)
     assert canonical_plain_bytes_with(value, key, encoded) == expected
+
+
+def test_a_value_wrongly_vouched_for_still_gets_a_canonical_error() -> None:
+    with pytest.raises(CanonicalizationError):
+        canonical_plain_bytes_with({"a": "\ud800"}, "b", b"1", exact=True)
+    assert canonical_plain_bytes_with({"a": 12.0}, "b", b"1", exact=False) == b'{"a":12,"b":1}'

@@ -172,7 +172,10 @@ def canonical_plain_bytes_with(
 
 
 def _write_exact(value: Any) -> bytes:
-    return orjson.dumps(value, option=_SORT_STRICT)
+    try:
+        return orjson.dumps(value, option=_SORT_STRICT)
+    except (orjson.JSONEncodeError, TypeError):  # not plain after all: let the checks decide
+        return canonical_plain_bytes(value)
 
 
 def jcs_exact(value: Any) -> bool:
