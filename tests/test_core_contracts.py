@@ -391,3 +391,12 @@ def test_values_the_compiled_validator_cannot_read_go_to_the_reference() -> None
         validate_request(request)
     assert info.value.field == "subject.type"
     assert info.value.message.startswith("subject.type must be one of")
+
+
+def test_a_missing_property_is_named_when_the_reference_validator_reports_it() -> None:
+    request = copy.deepcopy(README_RECORD["request"])
+    request["subject"]["id"] = _Text("agent-7")  # sends validation to the reference
+    del request["action"]
+    with pytest.raises(RequestInvalid) as info:
+        validate_request(request)
+    assert (info.value.field, info.value.message) == ("(root)", "(root) must contain 'action'")

@@ -84,8 +84,8 @@ def _first_error(name: str, value: Any) -> tuple[str, str] | None:
         if error is None:
             return None
         field, kind, detail = _field(error.absolute_path), str(error.validator), None
-        if kind == "required":  # jsonschema names the missing property only in its message
-            detail = str(error.message).split("'")[1]
+        if kind == "required":  # the first required property the object lacks
+            detail = next(p for p in error.validator_value if p not in error.instance)
         elif kind == "additionalProperties":
             detail = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         else:
