@@ -471,6 +471,28 @@ def test_decide_many_is_per_slot_and_durable(lumyn: Lumyn, raw_sql: RawSql,
     assert raw_sql(store_url, "SELECT count(*) FROM decisions") == [(4,)]
 
 
+def test_a_batch_over_one_insert_statement_settles_a_late_retry(
+    lumyn: Lumyn, raw_sql: RawSql, store_url: str
+) -> None:
+    """A batch is written a statement of up to 100 rows at a time; a retry and a conflict in
+    a later statement leave the earlier rows written and get their own answers."""
+    stored = lumyn.decide(with_request_id(refund(ticket_id="ZD-old"), "late-old"))
+    batch = [with_request_id(refund(ticket_id=f"ZD-{i}"), f"late-{i}") for i in range(150)]
+    batch[120] = with_request_id(refund(ticket_id="ZD-old"), "late-old")  # a retry
+    batch[130] = with_request_id(refund(ticket_id="ZD-new"), "late-old")  # a conflict
+    results = lumyn.decide_many(batch)
+    assert results[120] == stored
+    assert isinstance(results[130], IdempotencyConflict)
+    fresh = [r for i, r in enumerate(results) if i not in (120, 130)]
+    assert all(isinstance(r, dict) for r in fresh)
+    ids = {r["decision_id"] for r in fresh if isinstance(r, dict)}
+    assert len(ids) == 148 and stored["decision_id"] not in ids
+    assert raw_sql(store_url, "SELECT count(*) FROM decisions") == [(149,)]
+    for record in (fresh[0], fresh[-1]):
+        assert isinstance(record, dict)
+        assert lumyn.get_decision(record["decision_id"], with_events=False) == record
+
+
 def test_concurrent_batches_from_two_instances_make_one_decision_per_key(
     store_url: str, raw_sql: RawSql
 ) -> None:
