@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from _builders import SUPPORT_REFUND, support_refund
 from fastapi.testclient import TestClient
 
 from lumyn import Lumyn, LumynConfig
+from lumyn.contracts.canonical import reference_canonical_bytes
 from lumyn.service import create_app
 from lumyn.service.auth import body_signature, v1_signature
 
@@ -68,6 +70,22 @@ def test_idempotent_retry_and_conflict(client: TestClient) -> None:
     assert conflict.status_code == 409
     assert error_of(conflict)["reason_code"] == "IDEMPOTENCY_CONFLICT"
     assert error_of(conflict)["existing_decision_id"] == first["decision_id"]
+
+
+def test_decide_answers_with_the_bytes_it_stored(tmp_path: Path) -> None:
+    """A 200 from decide is the stored record byte for byte (canonical JSON), retries too."""
+    with client_for(tmp_path) as client:
+        request = {**refund(), "request_id": "bytes-1"}
+        first = client.post("/v0/decide", json=request)
+        retry = client.post("/v0/decide", json=request)
+        assert first.status_code == retry.status_code == 200
+        assert first.headers["content-type"] == "application/json"
+        decision_id = first.json()["decision_id"]
+    with sqlite3.connect(tmp_path / "lumyn.db") as db:
+        (stored,) = db.execute("SELECT record FROM decisions WHERE decision_id = ?",
+                               (decision_id,)).fetchone()
+    assert first.content == retry.content == bytes(stored)
+    assert first.content == reference_canonical_bytes(first.json())
 
 
 def test_policy_and_healthz(client: TestClient) -> None:

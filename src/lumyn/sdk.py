@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import orjson
 
@@ -120,8 +120,22 @@ class Lumyn:
                 prepared.append(exc)
         return prepared
 
-    def commit_many(self, prepared: list[Prepared]) -> list[dict[str, Any] | LumynError]:
-        """The second half of decide_many: write every pending record in one transaction."""
+    @overload
+    def commit_many(self, prepared: list[Prepared]) -> list[dict[str, Any] | LumynError]: ...
+
+    @overload
+    def commit_many(
+        self, prepared: list[Prepared], *, encoded: Literal[True]
+    ) -> list[dict[str, Any] | bytes | LumynError]: ...
+
+    def commit_many(
+        self, prepared: list[Prepared], *, encoded: bool = False
+    ) -> list[dict[str, Any] | bytes | LumynError] | list[dict[str, Any] | LumynError]:
+        """The second half of decide_many: write every pending record in one transaction.
+
+        `encoded=True` gives each stored record as the canonical JSON bytes the store holds
+        (what the service sends) instead of a dict; records that were not stored (dry runs,
+        storage trouble) stay dicts."""
         pending = [p for p in prepared if isinstance(p, _Pending)]
         stored: list[bytes | LumynError] = []
         if pending:
@@ -136,7 +150,7 @@ class Lumyn:
                     except LumynError as exc:
                         stored.append(exc)
         outcomes = iter(stored)  # one per pending record, in order
-        results: list[dict[str, Any] | LumynError] = []
+        results: list[dict[str, Any] | bytes | LumynError] = []
         for p in prepared:
             if not isinstance(p, _Pending):
                 results.append(p)
@@ -147,7 +161,7 @@ class Lumyn:
             elif isinstance(outcome, LumynError):
                 results.append(outcome)
             else:
-                results.append(p.result(outcome))
+                results.append(outcome if encoded else p.result(outcome))
         return results
 
     def _evaluate(

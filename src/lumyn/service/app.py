@@ -12,6 +12,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -22,7 +23,7 @@ from lumyn.sdk import Lumyn
 from lumyn.service import openapi as oa
 from lumyn.service.auth import tenant_for_key, verify_signature
 from lumyn.service.batch import BatchDecider
-from lumyn.service.errors import JSON, ApiError, error_response, from_core
+from lumyn.service.errors import JSON, ApiError, error_body, error_response, from_core
 
 T = TypeVar("T")
 _log = logging.getLogger("lumyn.service")
@@ -69,20 +70,11 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
         return tenant_for_key(config.tenant_keys, request.headers)
 
     async def read_body(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
-            raise _too_large(config.max_body_bytes)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > config.max_body_bytes:
-                raise _too_large(config.max_body_bytes)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await receive_body(request.receive, request.headers.get("content-length"),
+                                  config.max_body_bytes)
 
-    def parse_json(request: Request, body: bytes) -> Any:
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    def parse_json(content_type: str, body: bytes) -> Any:
+        media = content_type.split(";")[0].strip().lower()
         if media != JSON:
             raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json",
                            field="Content-Type")
@@ -102,15 +94,29 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
         },
     )
     async def decide(request: Request) -> Response:
-        try:
-            return await decide_response(request)
-        except ApiError as exc:
-            return exc.response()
+        status, body = await decide_asgi(request.scope, request.receive)
+        return Response(body, status_code=status, media_type=JSON)
 
-    async def decide_response(request: Request) -> Response:
-        body = await read_body(request)
-        tenant = await authenticate(request, body)
-        payload = parse_json(request, body)
+    async def decide_asgi(scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        """POST /v0/decide on the ASGI scope and messages: (status, JSON body)."""
+        try:
+            return await decide_response(scope, receive)
+        except ApiError as exc:
+            return exc.status, exc.body()
+
+    async def decide_response(scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        content_type = content_length = b""
+        for name, value in scope["headers"]:  # names arrive lower-cased (ASGI)
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                content_length = value
+        body = await receive_body(receive, content_length.decode("latin-1") or None,
+                                  config.max_body_bytes)
+        tenant = None
+        if config.signing_secret or config.tenant_keys:
+            tenant = await authenticate(Request(scope, receive), body)
+        payload = parse_json(content_type.decode("latin-1"), body)
         if tenant is not None:
             asked = tenant_of(payload) if isinstance(payload, dict) else ""
             if asked != tenant:
@@ -118,13 +124,15 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
                                "request tenant must be the API key's tenant",
                                field="tenant.tenant_id")
         try:
-            record = await decider[0].decide(payload)
+            result = await decider[0].decide(payload)
         except LumynError as exc:
             raise from_core(exc) from None
-        status = 503 if "STORAGE_UNAVAILABLE" in record["reason_codes"] else 200
-        return Response(orjson.dumps(record), status_code=status, media_type=JSON)
+        if isinstance(result, bytes):  # stored: the bytes the store holds
+            return 200, result
+        status = 503 if "STORAGE_UNAVAILABLE" in result["reason_codes"] else 200
+        return status, orjson.dumps(result)
 
-    app.decide_handler = decide
+    app.decide_asgi = decide_asgi
 
     @app.get(
         "/v0/decisions/{decision_id}",
@@ -149,7 +157,7 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
     async def append_event(decision_id: str, request: Request) -> Response:
         body = await read_body(request)
         tenant = await authenticate(request, body)
-        payload = parse_json(request, body)
+        payload = parse_json(request.headers.get("content-type", ""), body)
         if not isinstance(payload, dict):
             raise ApiError(422, "INVALID_EVENT", "event must be a JSON object", field="(body)")
         unknown = sorted(set(payload) - {"type", "data"})
@@ -217,29 +225,60 @@ class LumynApp(FastAPI):
     """FastAPI, with POST /v0/decide served before the middleware stack.
 
     The route stays declared (the OpenAPI document describes it, and it shares the handler),
-    but routing, dependency solving and the framework's per-request middleware cost more CPU
-    than a decision itself (docs/benchmarks.md), so the hottest route skips them. An error
-    the handler does not map is answered as the app's other routes answer it: a JSON 500.
+    but routing, dependency solving, the framework's per-request middleware and its request
+    and response objects cost more CPU than a decision itself (docs/benchmarks.md), so the
+    hottest route is answered on the bare ASGI messages. An error the handler does not map
+    is answered as the app's other routes answer it: a JSON 500.
     """
 
-    decide_handler: Callable[[Request], Awaitable[Response]] | None = None
+    decide_asgi: Callable[[Scope, Receive], Awaitable[tuple[int, bytes]]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = self.decide_handler
+        handler = self.decide_asgi
         if (handler is not None and scope["type"] == "http" and scope["method"] == "POST"
                 and scope["path"] == "/v0/decide"):
             try:
-                response = await handler(Request(scope, receive))
+                status, body = await handler(scope, receive)
+            except ClientDisconnect:
+                return  # nobody to answer
             except Exception as exc:
                 _log.exception("unexpected error in POST /v0/decide")
-                response = _internal_error(exc)
-            await response(scope, receive, send)
+                status, body = 500, _internal_error_body(exc)
+            await send({"type": "http.response.start", "status": status, "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ]})
+            await send({"type": "http.response.body", "body": body})
             return
         await super().__call__(scope, receive, send)
 
 
+async def receive_body(receive: Receive, declared: str | None, limit: int) -> bytes:
+    """The request body from the ASGI messages, refused past `limit` bytes (by the declared
+    Content-Length when there is one, else as it arrives)."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _internal_error_body(exc: Exception) -> bytes:
+    return error_body("INTERNAL_ERROR", f"unexpected {type(exc).__name__}")
+
+
 def _internal_error(exc: Exception) -> Response:
-    return error_response(500, "INTERNAL_ERROR", f"unexpected {type(exc).__name__}")
+    return Response(_internal_error_body(exc), status_code=500, media_type=JSON)
 
 
 def _too_large(limit: int) -> ApiError:

@@ -22,7 +22,8 @@ from lumyn.sdk import Lumyn, Prepared
 MAX_BATCH = 128
 _STOP = object()
 
-Item = tuple[Any, "asyncio.Future[dict[str, Any]]", asyncio.AbstractEventLoop]
+Decided = dict[str, Any] | bytes  # a stored record as its canonical bytes, else a dict
+Item = tuple[Any, "asyncio.Future[Decided]", asyncio.AbstractEventLoop]
 
 
 class BatchDecider:
@@ -40,9 +41,11 @@ class BatchDecider:
         for thread in self._threads:
             thread.start()
 
-    async def decide(self, payload: Any) -> dict[str, Any]:
+    async def decide(self, payload: Any) -> Decided:
+        """The durable record's canonical JSON, or a record that was not stored (storage
+        trouble, dry run) as a dict. Raises what Lumyn.decide raises."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        future: asyncio.Future[Decided] = loop.create_future()
         self._requests.put((payload, future, loop))
         return await future
 
@@ -76,7 +79,7 @@ class BatchDecider:
                 prepared.extend(part_prepared)
             if batch:
                 try:
-                    results: list[Any] = self.gateway.commit_many(prepared)
+                    results: list[Any] = self.gateway.commit_many(prepared, encoded=True)
                 except BaseException as exc:
                     results = [exc] * len(batch)
                 _deliver_all(batch, results)
@@ -112,7 +115,7 @@ def _deliver_all(batch: list[Item], results: list[Any]) -> None:
             loop.call_soon_threadsafe(_deliver, pairs)
 
 
-def _deliver(pairs: list[tuple[asyncio.Future[dict[str, Any]], Any]]) -> None:
+def _deliver(pairs: list[tuple[asyncio.Future[Decided], Any]]) -> None:
     for future, result in pairs:
         if future.done():
             continue

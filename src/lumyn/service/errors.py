@@ -30,15 +30,23 @@ class ApiError(Exception):
         self.field = field
         self.extra = extra or {}
 
+    def body(self) -> bytes:
+        return error_body(self.reason_code, self.message, self.field, self.extra)
+
     def response(self) -> Response:
-        return error_response(self.status, self.reason_code, self.message, self.field, self.extra)
+        return Response(self.body(), status_code=self.status, media_type=JSON)
+
+
+def error_body(reason_code: str, message: str, field: str | None = None,
+               extra: dict[str, Any] | None = None) -> bytes:
+    return orjson.dumps({"error": {"reason_code": reason_code, "field": field,
+                                   "message": message, **(extra or {})}})
 
 
 def error_response(status: int, reason_code: str, message: str, field: str | None = None,
                    extra: dict[str, Any] | None = None) -> Response:
-    body = {"error": {"reason_code": reason_code, "field": field, "message": message,
-                      **(extra or {})}}
-    return Response(orjson.dumps(body), status_code=status, media_type=JSON)
+    return Response(error_body(reason_code, message, field, extra), status_code=status,
+                    media_type=JSON)
 
 
 def from_core(exc: LumynError) -> ApiError:
