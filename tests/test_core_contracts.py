@@ -226,6 +226,15 @@ def test_new_ids_are_ulids_with_the_current_time_and_unique() -> None:
     assert ids == sorted(ids)  # monotonic: many share a millisecond, yet sort in creation order
 
 
+@given(ms=st.integers(0, 2**48 - 1), random=st.integers(0, 2**80 - 1))
+def test_ulid_encoding_matches_an_independent_implementation(ms: int, random: int) -> None:
+    from ulid import ULID
+
+    from lumyn.contracts.ids import encode_random, encode_time
+
+    assert encode_time(ms) + encode_random(random) == str(ULID.from_int(ms << 80 | random))
+
+
 def test_new_ids_stay_ordered_across_threads_and_a_clock_step_back(monkeypatch: Any) -> None:
     import threading
     import time

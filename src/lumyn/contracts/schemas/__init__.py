@@ -69,9 +69,14 @@ def _describe(kind: str, detail: Any) -> str:
 
 def _first_error(name: str, value: Any) -> tuple[str, str] | None:
     """(field, message) of the first way `value` breaks the schema, or None if it is valid."""
+    validator = _compiled(name)
     try:
-        _compiled(name).validate(value)
-        return None
+        # is_valid first: it skips building an error, half the cost of validate() on the
+        # (common) valid request.
+        if validator.is_valid(value):
+            return None
+        validator.validate(value)
+        raise ValueError("is_valid and validate disagree")  # never seen: ask the reference
     except jsonschema_rs.ValidationError as exc:
         field, kind, detail = _field(exc.instance_path), exc.kind.name, exc.kind.value
     except ValueError:  # a type jsonschema-rs does not read (a str subclass, a date...)
