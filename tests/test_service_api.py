@@ -181,6 +181,34 @@ def test_decide_fast_path_and_the_router_agree(tmp_path: Path) -> None:
                                       "message": "unexpected RuntimeError"}
 
 
+def test_decide_reads_a_chunked_body_and_ignores_a_client_that_left(tmp_path: Path) -> None:
+    import asyncio
+
+    with client_for(tmp_path) as client:
+        body = orjson.dumps(refund())
+        chunked = client.post("/v0/decide", content=iter([body[:100], body[100:]]),
+                              headers={"content-type": "application/json"})
+        assert chunked.status_code == 200 and chunked.json()["verdict"] == "TRUST"
+
+        # A client that disconnects before its body arrives gets no answer and no decision.
+        messages = [{"type": "http.request", "body": body[:50], "more_body": True},
+                    {"type": "http.disconnect"}]
+        sent: list[Any] = []
+
+        async def receive() -> Any:
+            return messages.pop(0)
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/v0/decide", "query_string": b"",
+                 "headers": [(b"content-type", b"application/json")], "root_path": ""}
+        asyncio.run(client.app(scope, receive, send))  # type: ignore[arg-type]
+        assert sent == [] and messages == []
+    with sqlite3.connect(tmp_path / "lumyn.db") as db:
+        assert db.execute("SELECT count(*) FROM decisions").fetchone() == (1,)
+
+
 def test_openapi_describes_routes_with_the_shipped_schemas(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert set(spec["paths"]) >= {"/v0/decide", "/v0/decisions/{decision_id}",
