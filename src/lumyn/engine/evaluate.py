@@ -38,16 +38,15 @@ def _narrowed_queries(rule: CompiledRule, missing: tuple[str, ...]) -> tuple[Que
 
 def evaluate(policy: CompiledPolicy, facts: Facts) -> Evaluation:
     missing = missing_evidence(policy, facts)
-    matched: list[tuple[CompiledRule, tuple[Query, ...]]] = []
     # The group holds the rules whose action selector can match, in stage order and file
     # order within a stage; its matcher checks the rest of each selector and the conditions.
     rules, match = policy.group_for(str(facts.get("action.type")))
-    for rule, hit in zip(rules, match(facts), strict=True):
-        if hit:
-            if not rule.requirements_only:
-                matched.append((rule, rule.queries))
-            elif missing:
-                matched.append((rule, _narrowed_queries(rule, missing)))
+    matched: list[tuple[CompiledRule, tuple[Query, ...]]] = [
+        (rule, rule.queries if not rule.requirements_only
+         else _narrowed_queries(rule, missing))
+        for rule, hit in zip(rules, match(facts), strict=True)
+        if hit and (missing or not rule.requirements_only)
+    ]
 
     if not matched:
         code = policy.default_reason_code
@@ -55,7 +54,8 @@ def evaluate(policy: CompiledPolicy, facts: Facts) -> Evaluation:
                  "reason_codes": [code]}
         return Evaluation(policy.default_verdict, (code,), (entry,), (), (), missing, True)
 
-    verdict = max((rule.verdict for rule, _ in matched), key=PRECEDENCE.__getitem__)
+    verdict = (matched[0][0].verdict if len(matched) == 1
+               else max((rule.verdict for rule, _ in matched), key=PRECEDENCE.__getitem__))
     reason_codes: dict[str, None] = {}
     entries = []
     queries: dict[str, Query] = {}
@@ -69,12 +69,5 @@ def evaluate(policy: CompiledPolicy, facts: Facts) -> Evaluation:
                 for query in rule_queries:
                     queries.setdefault(query.field, query)
             obligations.extend(rule.obligations)
-    return Evaluation(
-        verdict=verdict,
-        reason_codes=tuple(reason_codes),
-        matched_rules=tuple(entries),
-        queries=tuple(queries.values()),
-        obligations=tuple(obligations),
-        missing_evidence=missing,
-        defaulted=False,
-    )
+    return Evaluation(verdict, tuple(reason_codes), tuple(entries), tuple(queries.values()),
+                      tuple(obligations), missing, False)
