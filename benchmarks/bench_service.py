@@ -161,6 +161,18 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "p50_ms": max(r["p50_ms"] for r in runs), "p99_ms": max(r["p99_ms"] for r in runs)}
 
 
+def record_size(request: dict[str, Any]) -> int:
+    """Bytes of the record Lumyn answers this request with (its stored canonical JSON)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from lumyn import Lumyn, LumynConfig
+    from lumyn.contracts import canonical_bytes
+
+    with tempfile.TemporaryDirectory() as tmp, \
+            Lumyn(LumynConfig(store_path=str(Path(tmp) / "size.db"))) as gateway:
+        record = gateway.decide({**request, "request_id": "0-1"})
+        return len(canonical_bytes(record))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
@@ -175,6 +187,11 @@ def main() -> int:
     request = sample_request(0)
     request["request_id"] = "__RID__"
     template = json.dumps(request)
+    # The bare endpoint answers with as many bytes as a Decision Record of this request.
+    size = record_size(request)
+    padding = max(0, size - len(json.dumps({"echo": request, "padding": ""},
+                                           separators=(",", ":"))))
+    print(f"response size: {size} bytes (Lumyn's record; the bare endpoint pads to match)")
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -186,7 +203,7 @@ def main() -> int:
             for name in ("bare", "lumyn"):
                 port = free_port()
                 if name == "bare":
-                    command = [sys.executable, "-c", BARE_APP, str(port), "2300"]
+                    command = [sys.executable, "-c", BARE_APP, str(port), str(padding)]
                 else:
                     # a fresh store per round: request ids restart with each wrk run
                     command = [sys.executable, "-m", "lumyn.cli.main", "serve", "--workspace",
