@@ -293,6 +293,23 @@ def test_policy_snapshot_is_written_with_the_first_decision_of_each_policy(
         assert b.store.get_policy_text(ra["policy"]["policy_hash"]) == a.policy.text
 
 
+def test_one_batch_under_two_policies_keeps_both_snapshots(store: Store) -> None:
+    first = _snapshot()
+    second = PolicySnapshot("sha256:" + "5" * 64, first.policy_id, "9.9.9", first.text + "\n")
+    with Lumyn(LumynConfig()) as scratch:  # only to build a realistic record body
+        body = scratch.decide(refund() | {"hints": {"dry_run": True}})
+    body.pop("extensions", None)
+    items = []
+    for snapshot in (first, second, first, second):
+        record = dict(body, decision_id=new_id())
+        items.append((DecisionRow.from_record(record, "acme", canonical_bytes(record)), None,
+                      snapshot))
+    results = store.append_decisions(items)  # type: ignore[attr-defined]
+    assert results == [row.record_json for row, _, _ in items]
+    assert store.get_policy_text(first.policy_hash) == first.text
+    assert store.get_policy_text(second.policy_hash) == second.text
+
+
 # -- idempotency ----------------------------------------------------------------------------------------
 
 
