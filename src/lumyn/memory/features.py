@@ -54,11 +54,8 @@ def memory_features(request: Mapping[str, Any], amount_usd: float | None) -> tup
         if len(key) > MAX_VALUE_LEN or "=" in key:
             continue
         kind = type(value)
-        if kind is str:
-            if 0 < len(value) <= MAX_VALUE_LEN:
-                tokens.add(f"ev:{key}={value}")
-        elif kind is bool:
+        if kind is bool:
             tokens.add(f"ev:{key}={'true' if value else 'false'}")
-        elif isinstance(value, str) and 0 < len(value) <= MAX_VALUE_LEN:  # a str subclass
+        elif (kind is str or isinstance(value, str)) and 0 < len(value) <= MAX_VALUE_LEN:
             tokens.add(f"ev:{key}={value}")
     return tuple(sorted(tokens))
