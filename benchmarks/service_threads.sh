@@ -24,7 +24,10 @@ request["request_id"] = "__RID__"
 print("TEMPLATE = " + json.dumps(json.dumps(request)))
 print(bench_service.WRK_SCRIPT)
 PY
-snapshot() { for t in /proc/$PID/task/*; do echo "$(cat "$t/comm") $(awk '{print $14 + $15}' "$t/stat")"; done; }
+# per thread: name, user ticks, system ticks, voluntary and involuntary context switches
+snapshot() { for t in /proc/$PID/task/*; do
+  echo "$(cat "$t/comm") $(awk '{print $14, $15}' "$t/stat") $(awk '/ctxt_switches/ {printf "%s ", $2}' "$t/status")"
+done; }
 taskset -c 0 wrk -t2 -c16 -d2s -s "$TMP/load.lua" "http://127.0.0.1:$PORT" >/dev/null
 snapshot > "$TMP/before"
 RESULT=$(taskset -c 0 wrk -t2 -c16 -d10s -s "$TMP/load.lua" "http://127.0.0.1:$PORT" | grep RESULT)
@@ -33,5 +36,7 @@ read -r _ REQUESTS MICROS _ <<< "$RESULT"
 TICK=$(getconf CLK_TCK)
 echo "requests $REQUESTS ($(( REQUESTS * 1000000 / MICROS ))/s)"
 paste "$TMP/before" "$TMP/after" | awk -v n="$REQUESTS" -v tick="$TICK" '
-  { d = $4 - $2; if (d > 0) printf "%-18s %6.1f us/request\n", $1, d * 1e6 / tick / n; total += d }
+  { u = $7 - $2; s = $8 - $3; us = 1e6 / tick / n
+    if (u + s > 0) printf "%-18s %6.1f us/request (user %5.1f, sys %5.1f), context switches %.2f + %.2f involuntary\n", $1, (u + s) * us, u * us, s * us, ($9 - $4) / n, ($10 - $5) / n
+    total += u + s }
   END { printf "%-18s %6.1f us/request\n", "all threads", total * 1e6 / tick / n }'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -319,3 +320,19 @@ def test_storage_failure_returns_the_abstain_record(tmp_path: Path) -> None:
         assert response.json()["verdict"] == "ABSTAIN"
         assert response.json()["reason_codes"] == ["STORAGE_UNAVAILABLE"]
         assert client.get("/healthz").status_code == 503
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux-only")
+def test_pipeline_threads_do_not_preempt_the_event_loop(tmp_path: Path) -> None:
+    import threading
+
+    with client_for(tmp_path) as client:
+        assert client.post("/v0/decide", json=refund()).status_code == 200
+        pipeline = {t.name: t.native_id for t in threading.enumerate()
+                    if t.name in ("lumyn-evaluator", "lumyn-committer")}
+        assert set(pipeline) == {"lumyn-evaluator", "lumyn-committer"}
+        for native_id in pipeline.values():
+            assert native_id is not None
+            assert os.sched_getscheduler(native_id) == os.SCHED_BATCH
+        # Per thread, not per process: other threads (the event loop's too) keep the default.
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER

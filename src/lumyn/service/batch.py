@@ -6,12 +6,18 @@ whatever the evaluator has produced and writes it with `Lumyn.commit_many` in on
 (one fsync), then hands results back with one loop callback per batch. So the next batch is
 evaluated while the previous one waits on its fsync, concurrent requests share commits, and
 records are written in the order they were evaluated.
+
+Both threads run under Linux's SCHED_BATCH policy: a woken pipeline thread then waits for the
+next scheduling tick instead of preempting the event loop at once. Preempting it is wasted
+work under the GIL: the woken thread needs the lock the loop still holds, so it blocks and
+the loop resumes, two context switches per wake-up (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import threading
 from typing import Any
@@ -56,6 +62,7 @@ class BatchDecider:
             thread.join(timeout=30)
 
     def _evaluate_loop(self) -> None:
+        batch_scheduling()
         while True:
             batch, stop = _drain(self._requests, self.max_batch)
             if batch:
@@ -70,6 +77,7 @@ class BatchDecider:
                 return
 
     def _commit_loop(self) -> None:
+        batch_scheduling()
         while True:
             parts, stop = _drain(self._evaluated, self.max_batch)
             batch: list[Item] = []
@@ -85,6 +93,17 @@ class BatchDecider:
                 _deliver_all(batch, results)
             if stop:
                 return
+
+
+def batch_scheduling() -> None:
+    """Put the calling thread under SCHED_BATCH where the platform has it (Linux); a
+    scheduling hint only, so a refusal (a sandbox, another OS) changes nothing else."""
+    setscheduler = getattr(os, "sched_setscheduler", None)
+    batch = getattr(os, "SCHED_BATCH", None)
+    if setscheduler is None or batch is None:
+        return
+    with contextlib.suppress(OSError):
+        setscheduler(0, batch, os.sched_param(0))  # 0: this thread, on Linux
 
 
 def _drain(source: queue.SimpleQueue[Any], limit: int) -> tuple[list[Any], bool]:
