@@ -39,12 +39,15 @@ MAX_SUMMARY = 2000
 class _Pending:
     """A decided record waiting for its write."""
 
-    __slots__ = ("key", "mode", "record", "record_json", "request", "row")
+    __slots__ = ("key", "memory_seq", "mode", "record", "record_json", "request", "row")
 
     def __init__(self, record: dict[str, Any], record_json: bytes, row: DecisionRow,
-                 key: IdempotencyKey | None, request: dict[str, Any], mode: str) -> None:
+                 key: IdempotencyKey | None, request: dict[str, Any], mode: str,
+                 memory_seq: int | None = None) -> None:
         self.record, self.record_json, self.row = record, record_json, row
         self.key, self.request, self.mode = key, request, mode
+        # The memory sequence number evaluated against, when memory was not caught up first.
+        self.memory_seq = memory_seq
 
     def result(self, stored: bytes) -> dict[str, Any]:
         if stored is self.record_json:
@@ -90,9 +93,24 @@ class Lumyn:
         for bad input and IdempotencyConflict for a reused request_id. Never raises for storage
         trouble: returns an ABSTAIN record with STORAGE_UNAVAILABLE instead.
         """
-        pending = self._evaluate(request)
+        # A backend that can make the write conditional on memory being unchanged (PostgreSQL:
+        # a catch-up query would be a round trip of its own) is not asked before evaluating.
+        guarded = getattr(self.store, "append_decision_if_memory_at", None)
+        pending = self._evaluate(request, memory_check_at_write=guarded is not None)
         if isinstance(pending, dict):
             return pending
+        if guarded is not None and pending.memory_seq is not None:
+            try:
+                stored = guarded(pending.row, pending.key, self._snapshot, pending.memory_seq)
+            except StorageUnavailable as exc:
+                return self._unavailable(pending.request, pending.mode, exc)
+            if stored is not None:
+                return pending.result(stored)
+            # Memory moved since it was indexed (a label, here or elsewhere): catch up and
+            # decide again; nothing of the first evaluation was written.
+            pending = self._evaluate(request)
+            if isinstance(pending, dict):
+                return pending
         try:
             stored = self.store.append_decision(pending.row, pending.key, self._snapshot)
         except StorageUnavailable as exc:
@@ -165,11 +183,14 @@ class Lumyn:
         return results
 
     def _evaluate(
-        self, request: Any, refreshed: set[tuple[str, str]] | None = None
+        self, request: Any, refreshed: set[tuple[str, str]] | None = None,
+        *, memory_check_at_write: bool = False,
     ) -> dict[str, Any] | _Pending:
         """Everything up to the write: a finished record (dry run, storage trouble) or the
         row to persist. Raises RequestInvalid for bad input. `refreshed` collects the memory
-        groups already caught up in this batch."""
+        groups already caught up in this batch. `memory_check_at_write` evaluates against the
+        memory already indexed and records its sequence number in the pending row, for a
+        write that checks it (append_decision_if_memory_at)."""
         normalized = normalize_request(request, self.config.redaction_profile)
         persisted, tenant = normalized.persisted, normalized.tenant_id
         self._check_policy_pin(persisted)
@@ -186,10 +207,16 @@ class Lumyn:
             # returns the stored record for a retry; no separate read on the hot path.
             tokens = request_features(persisted)
             group = (tenant, persisted["action"]["type"])
-            refresh = refreshed is None or group not in refreshed
-            similarity = self.memory.lookup(*group, tokens, self.config.top_k, refresh=refresh)
-            if refreshed is not None:
-                refreshed.add(group)
+            memory_seq: int | None = None
+            if memory_check_at_write and not dry_run:
+                similarity, memory_seq = self.memory.lookup_indexed(*group, tokens,
+                                                                    self.config.top_k)
+            else:
+                refresh = refreshed is None or group not in refreshed
+                similarity = self.memory.lookup(*group, tokens, self.config.top_k,
+                                                refresh=refresh)
+                if refreshed is not None:
+                    refreshed.add(group)
         except StorageUnavailable as exc:
             return self._unavailable(persisted, mode, exc)
         record = self._new_record(
@@ -201,7 +228,7 @@ class Lumyn:
             return record
         encoded = record_json(record, normalized.canonical, self.policy)
         row = DecisionRow.from_record(record, tenant, encoded)
-        return _Pending(record, encoded, row, key, persisted, mode)
+        return _Pending(record, encoded, row, key, persisted, mode, memory_seq)
 
     def _new_record(self, body: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -31,6 +31,16 @@ class MemoryView:
                 self._refresh(tenant_id, action_type)
             return self.index.query(tenant_id, action_type, features, k)
 
+    def lookup_indexed(self, tenant_id: str, action_type: str, features: tuple[str, ...],
+                       k: int) -> tuple[Similarity, int]:
+        """Top-k over the items already indexed, without asking the store, and the sequence
+        number those items run up to. A caller that makes its write conditional on the
+        store's newest sequence number still being that one (PostgresStore's
+        append_decision_if_memory_at) knows the answer was current when it was stored."""
+        with self._lock:
+            similarity = self.index.query(tenant_id, action_type, features, k)
+            return similarity, self._seen.get((tenant_id, action_type), 0)
+
     def refresh(self, tenant_id: str, action_type: str) -> None:
         with self._lock:
             self._refresh(tenant_id, action_type)

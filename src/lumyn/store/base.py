@@ -70,6 +70,11 @@ class Store(Protocol):
     """Durable, append-only storage of decisions, events, memory items and policy snapshots.
 
     Every method raises lumyn.errors.StorageUnavailable when the backend cannot serve it.
+
+    Optional, looked up by name: `append_decisions` (a batch in one transaction),
+    `memory_change_token()` (lets memory skip a catch-up query when nothing changed) and
+    `append_decision_if_memory_at` (decide() then skips the catch-up and the insert checks
+    that memory is unchanged, PostgreSQL).
     """
 
     url: str

@@ -181,10 +181,26 @@ _INSERT_DECISION = (
 )
 # First decision under a policy in this process: the snapshot rides in the same statement,
 # hence the same transaction, as the decision that references it.
-_INSERT_DECISION_WITH_SNAPSHOT = (
-    "WITH snapshot AS (INSERT INTO policy_snapshots "
+_SNAPSHOT_CTE = (
+    "snapshot AS (INSERT INTO policy_snapshots "
     "(policy_hash, policy_id, policy_version, text, created_at) "
-    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING) " + _INSERT_DECISION
+    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING)"
+)
+_INSERT_DECISION_WITH_SNAPSHOT = "WITH " + _SNAPSHOT_CTE + " " + _INSERT_DECISION
+
+# Lumyn.decide on this backend: the decision is inserted only if the memory it was evaluated
+# against is still the newest (no item of its tenant and action type above the sequence number
+# the process had indexed). That replaces a catch-up query before every decision (one round
+# trip); when memory did move, nothing is inserted and the caller catches up and decides again.
+# Seq order is commit order (module docstring), so "max(seq) <= seen" in this statement's
+# snapshot means every label committed before it began was already indexed.
+_INSERT_DECISION_IF_MEMORY_AT = (
+    "fresh AS (SELECT coalesce(max(seq), 0) AS seq FROM memory_items "
+    "WHERE tenant_id = %s AND action_type = %s), "
+    f"inserted AS (INSERT INTO decisions ({_DECISION_COLUMNS}) "
+    "SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s FROM fresh WHERE fresh.seq <= %s "
+    "ON CONFLICT DO NOTHING RETURNING 1) "
+    "SELECT fresh.seq <= %s, EXISTS (SELECT 1 FROM inserted) FROM fresh"
 )
 
 DEFAULT_POOL_MIN = 1
@@ -383,6 +399,40 @@ class PostgresStore:
 
         result = self._run(fn)
         if with_snapshot:
+            self._snapshots.add(policy.policy_hash)
+        return result
+
+    def append_decision_if_memory_at(
+        self, row: DecisionRow, key: IdempotencyKey | None, policy: PolicySnapshot,
+        memory_seq: int,
+    ) -> bytes | None:
+        """append_decision, in the same one statement, on condition that no memory item of the
+        row's tenant and action type has a sequence number above `memory_seq`; None (nothing
+        written) when one has: the caller's memory was stale."""
+        _reject_nul(row.tenant_id, "tenant_id")
+        if key is not None:
+            _reject_nul(key.request_id, "request_id")
+        params: tuple[Any, ...] = (row.tenant_id, row.action_type, *_decision_params(row, key),
+                                   memory_seq, memory_seq)
+        with_snapshot = policy.policy_hash not in self._snapshots
+        statement = "WITH "
+        if with_snapshot:
+            statement += _SNAPSHOT_CTE + ", "
+            params = (policy.policy_hash, policy.policy_id, policy.policy_version, policy.text,
+                      row.created_at, *params)
+        statement += _INSERT_DECISION_IF_MEMORY_AT
+
+        def fn(conn: Conn) -> bytes | None:
+            found = conn.execute(statement, params).fetchone()
+            current, inserted = found if found is not None else (False, False)
+            if not current:
+                return None
+            if inserted:
+                return row.record_json
+            return self._settle_conflict(conn, row, key)
+
+        result = self._run(fn)
+        if with_snapshot and result is not None:
             self._snapshots.add(policy.policy_hash)
         return result
 
