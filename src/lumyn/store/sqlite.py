@@ -405,12 +405,7 @@ class SqliteStore:
                 if found[0] != key.request_digest:
                     raise _conflict(key, found[1]) from None
                 return bytes(found[1])  # a retry: the stored record, nothing written
-            if policy.policy_hash not in self._snapshots:
-                conn.execute(
-                    "INSERT OR IGNORE INTO policy_snapshots VALUES (?, ?, ?, ?, ?)",
-                    (policy.policy_hash, policy.policy_id, policy.policy_version, policy.text,
-                     row.created_at),
-                )
+            self._record_snapshots(conn, [(row, key, policy)])
             return row.record_json
 
         return work
