@@ -186,7 +186,6 @@ _SNAPSHOT_CTE = (
     "(policy_hash, policy_id, policy_version, text, created_at) "
     "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING)"
 )
-_INSERT_DECISION_WITH_SNAPSHOT = "WITH " + _SNAPSHOT_CTE + " " + _INSERT_DECISION
 
 # Lumyn.decide on this backend: the decision is inserted only if the memory it was evaluated
 # against is still the newest (no item of its tenant and action type above the sequence number
@@ -202,6 +201,14 @@ _INSERT_DECISION_IF_MEMORY_AT = (
     "ON CONFLICT DO NOTHING RETURNING 1) "
     "SELECT fresh.seq <= %s, EXISTS (SELECT 1 FROM inserted) FROM fresh"
 )
+
+# The one-row append statements by (with the policy snapshot, conditional on memory).
+_APPEND_ONE = {
+    (False, False): _INSERT_DECISION,
+    (True, False): f"WITH {_SNAPSHOT_CTE} {_INSERT_DECISION}",
+    (False, True): f"WITH {_INSERT_DECISION_IF_MEMORY_AT}",
+    (True, True): f"WITH {_SNAPSHOT_CTE}, {_INSERT_DECISION_IF_MEMORY_AT}",
+}
 
 DEFAULT_POOL_MIN = 1
 DEFAULT_POOL_MAX = 10
@@ -381,26 +388,10 @@ class PostgresStore:
     def append_decision(
         self, row: DecisionRow, key: IdempotencyKey | None, policy: PolicySnapshot
     ) -> bytes:
-        _reject_nul(row.tenant_id, "tenant_id")
-        if key is not None:
-            _reject_nul(key.request_id, "request_id")
-        params = _decision_params(row, key)
-        with_snapshot = policy.policy_hash not in self._snapshots
-        if with_snapshot:
-            params = (policy.policy_hash, policy.policy_id, policy.policy_version, policy.text,
-                      row.created_at, *params)
-        statement = _INSERT_DECISION_WITH_SNAPSHOT if with_snapshot else _INSERT_DECISION
-
-        def fn(conn: Conn) -> bytes:
-            inserted = conn.execute(statement, params).fetchone()
-            if inserted is not None:
-                return row.record_json
-            return self._settle_conflict(conn, row, key)
-
-        result = self._run(fn)
-        if with_snapshot:
-            self._snapshots.add(policy.policy_hash)
-        return result
+        stored = self._append_one(row, key, policy, None)
+        if stored is None:  # only a conditional append declines to write
+            raise AssertionError("unconditional append wrote nothing")
+        return stored
 
     def append_decision_if_memory_at(
         self, row: DecisionRow, key: IdempotencyKey | None, policy: PolicySnapshot,
@@ -409,22 +400,31 @@ class PostgresStore:
         """append_decision, in the same one statement, on condition that no memory item of the
         row's tenant and action type has a sequence number above `memory_seq`; None (nothing
         written) when one has: the caller's memory was stale."""
+        return self._append_one(row, key, policy, memory_seq)
+
+    def _append_one(
+        self, row: DecisionRow, key: IdempotencyKey | None, policy: PolicySnapshot,
+        memory_seq: int | None,
+    ) -> bytes | None:
         _reject_nul(row.tenant_id, "tenant_id")
         if key is not None:
             _reject_nul(key.request_id, "request_id")
-        params: tuple[Any, ...] = (row.tenant_id, row.action_type, *_decision_params(row, key),
-                                   memory_seq, memory_seq)
+        params: tuple[Any, ...] = _decision_params(row, key)
+        guarded = memory_seq is not None
+        if guarded:
+            params = (row.tenant_id, row.action_type, *params, memory_seq, memory_seq)
         with_snapshot = policy.policy_hash not in self._snapshots
-        statement = "WITH "
         if with_snapshot:
-            statement += _SNAPSHOT_CTE + ", "
             params = (policy.policy_hash, policy.policy_id, policy.policy_version, policy.text,
                       row.created_at, *params)
-        statement += _INSERT_DECISION_IF_MEMORY_AT
+        statement = _APPEND_ONE[with_snapshot, guarded]
 
         def fn(conn: Conn) -> bytes | None:
             found = conn.execute(statement, params).fetchone()
-            current, inserted = found if found is not None else (False, False)
+            if guarded:  # one row: (memory still current, row inserted)
+                current, inserted = found or (False, False)
+            else:  # a row only when inserted
+                current, inserted = True, found is not None
             if not current:
                 return None
             if inserted:
