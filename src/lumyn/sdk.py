@@ -79,6 +79,9 @@ class Lumyn:
         self.policy = policy or load_policy(self.config.policy_path or bundled_policy_path())
         self.store = store or open_store(self.config.url, busy_timeout_ms=self.config.busy_timeout_ms)
         self.memory = MemoryView(self.store)
+        # A backend that can make the write conditional on memory being unchanged (PostgreSQL:
+        # a catch-up query would be a round trip of its own) is not asked before evaluating.
+        self._append_if_memory_at = getattr(self.store, "append_decision_if_memory_at", None)
         self._snapshot = PolicySnapshot(
             self.policy.policy_hash, self.policy.policy_id, self.policy.policy_version,
             self.policy.text,
@@ -93,9 +96,7 @@ class Lumyn:
         for bad input and IdempotencyConflict for a reused request_id. Never raises for storage
         trouble: returns an ABSTAIN record with STORAGE_UNAVAILABLE instead.
         """
-        # A backend that can make the write conditional on memory being unchanged (PostgreSQL:
-        # a catch-up query would be a round trip of its own) is not asked before evaluating.
-        guarded = getattr(self.store, "append_decision_if_memory_at", None)
+        guarded = self._append_if_memory_at
         pending = self._evaluate(request, memory_check_at_write=guarded is not None)
         if isinstance(pending, dict):
             return pending
