@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import time
 from typing import Any
 
 
@@ -46,3 +47,36 @@ def sample_request(i: int, **overrides: Any) -> dict[str, Any]:
     }
     request.update(overrides)
     return request
+
+
+def decide_halves(lumyn: Any, requests: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """Time the two halves of `Lumyn.decide` apart, each in its own hot loop: first the
+    evaluation of every request, then the write of every result (the same calls decide()
+    makes, in the same order). Each half then runs as warm as the bare baseline's loop does,
+    so their sum is a floor for one decide() on this machine: a real call runs each half
+    right after the other one (and after an fsync or a round trip), with colder caches."""
+    guarded = lumyn._append_if_memory_at
+    clock = time.perf_counter
+    pending, evaluations, writes = [], [], []
+    for request in requests:
+        start = clock()
+        pending.append(lumyn._evaluate(request, memory_check_at_write=guarded is not None))
+        evaluations.append(clock() - start)
+    for p in pending:
+        start = clock()
+        if guarded is not None:
+            stored = guarded(p.row, p.key, lumyn._snapshot, p.memory_seq)
+        else:
+            stored = lumyn.store.append_decision(p.row, p.key, lumyn._snapshot)
+        writes.append(clock() - start)
+        assert stored is p.row.record_json, "a split write did not store its own record"
+    return evaluations, writes
+
+
+def print_halves(evaluations: list[float], writes: list[float], bare: list[float],
+                 bare_name: str) -> None:
+    e, w, b = (percentile(x, 50) * 1e3 for x in (evaluations, writes, bare))
+    print(f"halves of decide(), each in a hot loop: evaluation p50 {e:.3f} ms, "
+          f"write p50 {w:.3f} ms")
+    print(f"  write alone = {w / b:.2f} x {bare_name}; floor (evaluation + write) / bare = "
+          f"{(e + w) / b:.2f}")
