@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -71,6 +72,23 @@ def decide_halves(lumyn: Any, requests: list[dict[str, Any]]) -> tuple[list[floa
         writes.append(clock() - start)
         assert stored is p.row.record_json, "a split write did not store its own record"
     return evaluations, writes
+
+
+def halves_beside_bare(
+    lumyn: Any, rounds: int, size: int, bare: Callable[[str, Any], float], payloads: list[Any],
+) -> tuple[list[float], list[float], list[float]]:
+    """`rounds` rounds of `decide_halves` over `size` fresh requests, each followed by `size`
+    bare writes (`bare(key, payload)` returns its own time) so drift hits all three alike."""
+    evaluations: list[float] = []
+    writes: list[float] = []
+    bare_times: list[float] = []
+    for r in range(rounds):
+        first = 10**6 + r * size
+        e, w = decide_halves(lumyn, [sample_request(first + i) for i in range(size)])
+        evaluations += e
+        writes += w
+        bare_times += [bare(f"s{first + i}", payloads[i]) for i in range(size)]
+    return evaluations, writes, bare_times
 
 
 def print_halves(evaluations: list[float], writes: list[float], bare: list[float],

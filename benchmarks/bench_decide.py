@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from _common import decide_halves, print_halves, sample_request, summary_ms
+from _common import halves_beside_bare, print_halves, sample_request, summary_ms
 
 from lumyn import Lumyn, LumynConfig
 from lumyn.contracts import canonical_bytes
@@ -70,15 +70,8 @@ def main() -> int:
             for i in range(r * per_round, (r + 1) * per_round):
                 bare_times.append(bare_commit(str(i), records[i]))
 
-        evaluations: list[float] = []
-        writes: list[float] = []
-        split_bare: list[float] = []
-        for r in range(args.rounds):
-            first = 10**6 + r * per_round // 2
-            e, w = decide_halves(lumyn, [sample_request(first + i) for i in range(per_round // 2)])
-            evaluations += e
-            writes += w
-            split_bare += [bare_commit(f"s{first + i}", records[i]) for i in range(per_round // 2)]
+        evaluations, writes, split_bare = halves_beside_bare(
+            lumyn, args.rounds, per_round // 2, bare_commit, records)
 
         stored = lumyn.store.get_decision(record["decision_id"])
         assert stored is not None, "last decision is not in the store"

@@ -47,7 +47,7 @@ sys.path.insert(0, str(SRC))
 
 import orjson  # noqa: E402
 import psycopg  # noqa: E402
-from _common import decide_halves, print_halves, sample_request, summary_ms  # noqa: E402
+from _common import halves_beside_bare, print_halves, sample_request, summary_ms  # noqa: E402
 
 from lumyn import Lumyn, LumynConfig  # noqa: E402
 from lumyn.contracts import canonical_bytes  # noqa: E402
@@ -122,15 +122,8 @@ def bench_latency(url: str, n: int, rounds: int) -> float:
         for i in range(r * per_round, (r + 1) * per_round):
             bare_times.append(bare_insert(str(i), records[i]))
 
-    evaluations: list[float] = []
-    writes: list[float] = []
-    split_bare: list[float] = []
-    for r in range(rounds):
-        first = 10**6 + r * per_round // 2
-        e, w = decide_halves(lumyn, [sample_request(first + i) for i in range(per_round // 2)])
-        evaluations += e
-        writes += w
-        split_bare += [bare_insert(f"s{first + i}", records[i]) for i in range(per_round // 2)]
+    evaluations, writes, split_bare = halves_beside_bare(
+        lumyn, rounds, per_round // 2, bare_insert, records)
 
     assert lumyn.store.get_decision(record["decision_id"]) is not None
     lumyn.close()
