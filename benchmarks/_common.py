@@ -56,21 +56,18 @@ def decide_halves(lumyn: Any, requests: list[dict[str, Any]]) -> tuple[list[floa
     makes, in the same order). Each half then runs as warm as the bare baseline's loop does,
     so their sum is a floor for one decide() on this machine: a real call runs each half
     right after the other one (and after an fsync or a round trip), with colder caches."""
-    guarded = lumyn._append_if_memory_at
+    at_write = lumyn.store.checks_memory_at_write
     clock = time.perf_counter
     pending, evaluations, writes = [], [], []
     for request in requests:
         start = clock()
-        pending.append(lumyn._evaluate(request, memory_check_at_write=guarded is not None))
+        pending.append(lumyn._prepare(lumyn._admit(request), at_write=at_write))
         evaluations.append(clock() - start)
     for p in pending:
         start = clock()
-        if guarded is not None:
-            stored = guarded(p.row, p.key, lumyn._snapshot, p.memory_seq)
-        else:
-            stored = lumyn.store.append_decision(p.row, p.key, lumyn._snapshot)
+        stored = lumyn.store.append_decisions([p.write])[0]
         writes.append(clock() - start)
-        assert stored is p.row.record_json, "a split write did not store its own record"
+        assert stored is p.decided.record_json, "a split write did not store its own record"
     return evaluations, writes
 
 

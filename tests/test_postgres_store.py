@@ -163,48 +163,6 @@ def test_a_later_label_cannot_commit_before_an_earlier_one(
     assert rows[0][0] < rows[1][0]
 
 
-def test_a_decision_is_written_only_against_current_memory(
-    store: PostgresStore, lumyn: Lumyn, pg_url: str, raw_sql: RawSql
-) -> None:
-    """append_decision_if_memory_at: one statement that inserts only while no memory item of
-    the row's group is newer than the caller's; idempotency and conflicts still apply."""
-    from lumyn.errors import IdempotencyConflict
-    from lumyn.store import DecisionRow, IdempotencyKey, PolicySnapshot
-
-    first = lumyn.decide(refund())
-    policy = PolicySnapshot(lumyn.policy.policy_hash, lumyn.policy.policy_id,
-                            lumyn.policy.policy_version, lumyn.policy.text)
-
-    def row_for(record: dict[str, Any]) -> DecisionRow:
-        return DecisionRow.from_record(record, "acme", canonical_bytes(record))
-
-    def count() -> int:
-        return int(raw_sql(pg_url, "SELECT count(*) FROM decisions")[0][0])
-
-    record = {**first, "decision_id": new_id()}
-    assert store.append_decision_if_memory_at(row_for(record), None, policy, 0) is not None
-    assert count() == 2
-    event = {"event_id": new_id(), "at": utc_now(), "type": "label",
-             "data": {"label": "failure", "summary": "s"}}
-    store.append_event(first["decision_id"], event, _memory_item(first["decision_id"]))
-    seq = store.memory_items_since("acme", "support.refund", 0)[0][0]
-    stale = {**first, "decision_id": new_id()}
-    assert store.append_decision_if_memory_at(row_for(stale), None, policy, seq - 1) is None
-    assert count() == 2  # nothing written for a decision made against older memory
-    assert store.append_decision_if_memory_at(row_for(stale), None, policy, seq) is not None
-    assert count() == 3
-
-    key = IdempotencyKey("acme", "req-guarded", "sha256:" + "1" * 64)
-    keyed = {**first, "decision_id": new_id()}
-    stored = store.append_decision_if_memory_at(row_for(keyed), key, policy, seq)
-    retry = {**first, "decision_id": new_id()}  # the same request again: the stored record
-    assert store.append_decision_if_memory_at(row_for(retry), key, policy, seq) == stored
-    other = IdempotencyKey("acme", "req-guarded", "sha256:" + "2" * 64)
-    with pytest.raises(IdempotencyConflict):
-        store.append_decision_if_memory_at(row_for(retry), other, policy, seq)
-    assert count() == 4
-
-
 def test_decide_sees_a_label_committed_elsewhere_without_a_catch_up_query(
     lumyn: Lumyn, pg_url: str, raw_sql: RawSql
 ) -> None:
@@ -274,13 +232,13 @@ def test_u0000_survives_in_records_and_events_and_is_refused_in_identifiers(
 def test_reappending_a_committed_row_returns_it(store: PostgresStore, lumyn: Lumyn) -> None:
     """What a retry after a lost COMMIT acknowledgement does: the row is found, not doubled."""
     record = lumyn.decide(refund())
-    from lumyn.store import DecisionRow, PolicySnapshot
+    from lumyn.store import DecisionRow, DecisionWrite, PolicySnapshot
 
     raw = canonical_bytes(record)
     row = DecisionRow.from_record(record, "acme", raw)
     policy = PolicySnapshot(lumyn.policy.policy_hash, lumyn.policy.policy_id,
                             lumyn.policy.policy_version, lumyn.policy.text)
-    assert store.append_decision(row, None, policy) == raw
+    assert store.append_decisions([DecisionWrite(row, None, policy)]) == [raw]
     event = {"event_id": new_id(), "at": utc_now(), "type": "note", "data": {}}
     store.append_event(record["decision_id"], event, None)
     store.append_event(record["decision_id"], event, None)  # a retried event: one row

@@ -22,10 +22,16 @@ from _builders import support_refund
 from lumyn import Lumyn, LumynConfig
 from lumyn.contracts import canonical_bytes, validate_record
 from lumyn.contracts.ids import new_id, utc_now
-from lumyn.errors import DecisionNotFound, IdempotencyConflict, RequestInvalid, StorageUnavailable
+from lumyn.errors import (
+    DecisionNotFound,
+    IdempotencyConflict,
+    InvalidEvent,
+    RequestInvalid,
+    StorageUnavailable,
+)
 from lumyn.policy import bundled_policy_path, load_policy
-from lumyn.store import DecisionRow, IdempotencyKey, PolicySnapshot, Store, open_store
-from lumyn.store.base import SCHEMA_VERSION
+from lumyn.store import DecisionRow, DecisionWrite, IdempotencyKey, PolicySnapshot, Store, open_store
+from lumyn.store.base import SCHEMA_VERSION, WriteOutcome
 from lumyn.store.schema import EXPECTED_TABLES
 
 RawSql = Callable[..., list[tuple[Any, ...]]]
@@ -119,9 +125,8 @@ def test_append_decision_returns_the_canonical_bytes_for_awkward_values(
     # the store-level call returns the canonical bytes itself; both backends hold the same
     row_record = dict(record, decision_id=new_id())
     raw = canonical_bytes(row_record)
-    returned = store.append_decision(DecisionRow.from_record(row_record, "acme", raw), None,
-                                     _snapshot())
-    assert returned == raw
+    row = DecisionRow.from_record(row_record, "acme", raw)
+    assert store.append_decisions([DecisionWrite(row, None, _snapshot())]) == [raw]
     assert store.get_decision(row_record["decision_id"]) == ("acme", raw)
     assert orjson.loads(raw)["request"]["evidence"]["nul"] == "a\u0000b"
 
@@ -299,13 +304,12 @@ def test_one_batch_under_two_policies_keeps_both_snapshots(store: Store) -> None
     with Lumyn(LumynConfig()) as scratch:  # only to build a realistic record body
         body = scratch.decide(refund() | {"hints": {"dry_run": True}})
     body.pop("extensions", None)
-    items = []
+    writes = []
     for snapshot in (first, second, first, second):
         record = dict(body, decision_id=new_id())
-        items.append((DecisionRow.from_record(record, "acme", canonical_bytes(record)), None,
-                      snapshot))
-    results = store.append_decisions(items)  # type: ignore[attr-defined]
-    assert results == [row.record_json for row, _, _ in items]
+        writes.append(DecisionWrite(DecisionRow.from_record(record, "acme", canonical_bytes(record)),
+                                    None, snapshot))
+    assert store.append_decisions(writes) == [write.row.record_json for write in writes]
     assert store.get_policy_text(first.policy_hash) == first.text
     assert store.get_policy_text(second.policy_hash) == second.text
 
@@ -343,15 +347,82 @@ def test_store_level_idempotency_same_and_different_digest(store: Store) -> None
         record = dict(body, decision_id=decision_id)
         return DecisionRow.from_record(record, "acme", canonical_bytes(record))
 
+    def append(row: DecisionRow, key: IdempotencyKey) -> WriteOutcome:
+        return store.append_decisions([DecisionWrite(row, key, snapshot)])[0]
+
     key = IdempotencyKey("acme", "k", "sha256:" + "1" * 64)
     first = row_for(new_id())
-    assert store.append_decision(first, key, snapshot) is first.record_json
-    again = store.append_decision(row_for(new_id()), key, snapshot)
+    assert append(first, key) is first.record_json
+    again = append(row_for(new_id()), key)
     assert again == first.record_json  # the stored record, nothing new written
-    with pytest.raises(IdempotencyConflict) as info:
-        store.append_decision(row_for(new_id()), IdempotencyKey("acme", "k", "sha256:" + "2" * 64),
-                              snapshot)
-    assert info.value.existing_decision_id == first.decision_id
+    conflict = append(row_for(new_id()), IdempotencyKey("acme", "k", "sha256:" + "2" * 64))
+    assert isinstance(conflict, IdempotencyConflict)
+    assert conflict.existing_decision_id == first.decision_id
+
+
+def test_a_memory_checked_write_lands_only_against_current_memory(
+    store: Store, lumyn: Lumyn, raw_sql: RawSql, store_url: str
+) -> None:
+    """DecisionWrite.memory_seq: the write happens only while no memory item of the row's
+    tenant and action type is newer; idempotency and conflicts still apply. Alone and in a
+    batch, on every backend."""
+    first = lumyn.decide(refund())
+    snapshot = _snapshot()
+
+    def write(seq: int | None, key: IdempotencyKey | None = None) -> DecisionWrite:
+        record = {**first, "decision_id": new_id()}
+        return DecisionWrite(DecisionRow.from_record(record, "acme", canonical_bytes(record)),
+                             key, snapshot, seq)
+
+    def count() -> int:
+        return int(raw_sql(store_url, "SELECT count(*) FROM decisions")[0][0])
+
+    assert store.append_decisions([write(0)])[0] is not None
+    assert count() == 2
+    lumyn.label(first["decision_id"], "failure", "went wrong")
+    seq = store.memory_items_since("acme", "support.refund", 0)[0][0]
+    stale, current, unchecked = write(seq - 1), write(seq), write(None)
+    outcomes = store.append_decisions([stale, current, unchecked])
+    assert outcomes == [None, current.row.record_json, unchecked.row.record_json]
+    assert store.append_decisions([write(seq - 1)]) == [None]
+    assert count() == 4  # nothing written for decisions made against older memory
+    assert store.get_decision(stale.row.decision_id) is None
+
+    key = IdempotencyKey("acme", "req-checked", "sha256:" + "1" * 64)
+    stored = store.append_decisions([write(seq, key)])[0]
+    assert store.append_decisions([write(seq, key)]) == [stored]  # a retry: the stored record
+    other = IdempotencyKey("acme", "req-checked", "sha256:" + "2" * 64)
+    assert isinstance(store.append_decisions([write(seq, other)])[0], IdempotencyConflict)
+    assert count() == 5
+
+
+def test_both_backends_refuse_u0000_in_identifiers_and_label_summaries(
+    store: Store, lumyn: Lumyn
+) -> None:
+    """PostgreSQL text cannot hold U+0000; every backend refuses it alike, so the input
+    contract does not depend on the store. Records and event data keep it."""
+    record = lumyn.decide(refund(note="a\u0000b"))
+    assert lumyn.get_decision(record["decision_id"]) == record
+    with pytest.raises(InvalidEvent, match="U\\+0000") as info:
+        lumyn.label(record["decision_id"], "failure", "bad\u0000summary")
+    assert info.value.field == "summary"
+    assert store.memory_items_since("acme", "support.refund", 0) == []
+    assert lumyn.get_decision(record["decision_id"]) == record  # no event written either
+
+    body = {**record, "decision_id": new_id()}
+    row = DecisionRow.from_record(body, "ac\u0000me", canonical_bytes(body))
+    key = IdempotencyKey("acme", "r\u0000", "sha256:" + "1" * 64)
+    fine = DecisionRow.from_record({**body, "decision_id": new_id()}, "acme",
+                                   canonical_bytes({**body, "decision_id": new_id()}))
+    outcomes = store.append_decisions([DecisionWrite(row, None, _snapshot()),
+                                       DecisionWrite(fine, key, _snapshot())])
+    assert [type(o) for o in outcomes] == [RequestInvalid, RequestInvalid]
+    assert [o.field for o in outcomes if isinstance(o, RequestInvalid)] == ["tenant_id",
+                                                                            "request_id"]
+    assert store.get_decision(row.decision_id) is None
+    assert store.get_decision("a\u0000b") is None
+    assert store.find_idempotent("ac\u0000me", "r") is None
+    assert store.list_events("a\u0000b") == []
 
 
 def count_decisions(raw_sql: RawSql, url: str, request_id: str) -> int:

@@ -1,8 +1,14 @@
-"""The public SDK: `Lumyn` holds the compiled policy and an open store; `decide()` uses it."""
+"""The public SDK: `Lumyn` holds the compiled policy and an open store; `decide()` uses it.
+
+`Lumyn` owns the decide path. It runs the engine's two pure steps (lumyn.engine.pipeline:
+admit, conclude) around its own I/O: a memory lookup between them, one store write after.
+"""
 
 from __future__ import annotations
 
+import atexit
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -11,47 +17,32 @@ import orjson
 from lumyn.config import LumynConfig
 from lumyn.contracts.canonical import canonical_bytes
 from lumyn.contracts.ids import new_id, utc_now
-from lumyn.engine.assess import (
-    assess,
-    record_json,
-    request_features,
-    resolve_mode,
-    storage_unavailable_body,
-)
-from lumyn.engine.memory import MemoryView
-from lumyn.engine.normalize import normalize_request, tenant_of
-from lumyn.errors import (
-    DecisionNotFound,
-    InvalidEvent,
-    LumynError,
-    RequestInvalid,
-    StorageUnavailable,
-)
-from lumyn.memory.index import LABELS, MemoryItem
+from lumyn.engine.assess import request_features
+from lumyn.engine.normalize import tenant_of
+from lumyn.engine.pipeline import Admitted, Decided, admit, conclude, unavailable
+from lumyn.errors import DecisionNotFound, InvalidEvent, LumynError, StorageUnavailable
+from lumyn.memory.index import LABELS, MemoryItem, Similarity
+from lumyn.memory.view import MemoryView
 from lumyn.policy import CompiledPolicy, bundled_policy_path, load_policy
-from lumyn.store import DecisionRow, IdempotencyKey, PolicySnapshot, Store, open_store
+from lumyn.store import DecisionWrite, PolicySnapshot, Store, open_store
+from lumyn.store.base import WriteOutcome
 
-RECORD_SCHEMA_VERSION = "decision_record.v0"
 EVENT_TYPES = ("outcome", "label", "note", "override")
 MAX_SUMMARY = 2000
+MAX_CACHED = 8  # Lumyn instances decide() keeps, one per configuration, least recently used out
 
 
 class _Pending:
-    """A decided record waiting for its write."""
+    """A concluded decision waiting for its write."""
 
-    __slots__ = ("key", "memory_seq", "mode", "record", "record_json", "request", "row")
+    __slots__ = ("admitted", "decided", "write")
 
-    def __init__(self, record: dict[str, Any], record_json: bytes, row: DecisionRow,
-                 key: IdempotencyKey | None, request: dict[str, Any], mode: str,
-                 memory_seq: int | None = None) -> None:
-        self.record, self.record_json, self.row = record, record_json, row
-        self.key, self.request, self.mode = key, request, mode
-        # The memory sequence number evaluated against, when memory was not caught up first.
-        self.memory_seq = memory_seq
+    def __init__(self, admitted: Admitted, decided: Decided, write: DecisionWrite) -> None:
+        self.admitted, self.decided, self.write = admitted, decided, write
 
     def result(self, stored: bytes) -> dict[str, Any]:
-        if stored is self.record_json:
-            return self.record
+        if stored is self.decided.record_json:
+            return self.decided.record
         # An identical earlier or concurrent request holds this key: return its record.
         found: dict[str, Any] = orjson.loads(stored)
         return found
@@ -65,7 +56,8 @@ Prepared = dict[str, Any] | LumynError | _Pending
 class Lumyn:
     """A decision gateway: compiled policy + durable store + Experience Memory.
 
-    Create once and reuse; it is safe to share between threads.
+    Create once and reuse; it is safe to share between threads. A context manager: leaving
+    the block closes the store.
     """
 
     def __init__(
@@ -79,9 +71,6 @@ class Lumyn:
         self.policy = policy or load_policy(self.config.policy_path or bundled_policy_path())
         self.store = store or open_store(self.config.url, busy_timeout_ms=self.config.busy_timeout_ms)
         self.memory = MemoryView(self.store)
-        # A backend that can make the write conditional on memory being unchanged (PostgreSQL:
-        # a catch-up query would be a round trip of its own) is not asked before evaluating.
-        self._append_if_memory_at = getattr(self.store, "append_decision_if_memory_at", None)
         self._snapshot = PolicySnapshot(
             self.policy.policy_hash, self.policy.policy_id, self.policy.policy_version,
             self.policy.text,
@@ -96,27 +85,21 @@ class Lumyn:
         for bad input and IdempotencyConflict for a reused request_id. Never raises for storage
         trouble: returns an ABSTAIN record with STORAGE_UNAVAILABLE instead.
         """
-        guarded = self._append_if_memory_at
-        pending = self._evaluate(request, memory_check_at_write=guarded is not None)
-        if isinstance(pending, dict):
-            return pending
-        if guarded is not None and pending.memory_seq is not None:
-            try:
-                stored = guarded(pending.row, pending.key, self._snapshot, pending.memory_seq)
-            except StorageUnavailable as exc:
-                return self._unavailable(pending.request, pending.mode, exc)
-            if stored is not None:
-                return pending.result(stored)
-            # Memory moved since it was indexed (a label, here or elsewhere): catch up and
-            # decide again; nothing of the first evaluation was written.
-            pending = self._evaluate(request)
-            if isinstance(pending, dict):
-                return pending
-        try:
-            stored = self.store.append_decision(pending.row, pending.key, self._snapshot)
-        except StorageUnavailable as exc:
-            return self._unavailable(pending.request, pending.mode, exc)
-        return pending.result(stored)
+        admitted = self._admit(request)
+        # A store that checks memory at the write is tried first against the memory already
+        # indexed; when memory moved meanwhile nothing was written: catch up, decide again.
+        for at_write in (True, False) if self.store.checks_memory_at_write else (False,):
+            prepared = self._prepare(admitted, at_write=at_write)
+            if not isinstance(prepared, _Pending):
+                return prepared
+            outcome = self.store.append_decisions([prepared.write])[0]
+            if isinstance(outcome, bytes):
+                return prepared.result(outcome)
+            if isinstance(outcome, StorageUnavailable):
+                return self._unavailable(admitted, outcome)
+            if outcome is not None:
+                raise outcome
+        raise AssertionError("an unconditional write answered nothing")
 
     def decide_many(self, requests: list[Any]) -> list[dict[str, Any] | LumynError]:
         """Decide several requests and make them all durable in one transaction (one fsync).
@@ -134,7 +117,7 @@ class Lumyn:
         refreshed: set[tuple[str, str]] = set()  # memory catch-up once per group per batch
         for request in requests:
             try:
-                prepared.append(self._evaluate(request, refreshed))
+                prepared.append(self._prepare(self._admit(request), refreshed=refreshed))
             except LumynError as exc:
                 prepared.append(exc)
         return prepared
@@ -156,102 +139,61 @@ class Lumyn:
         (what the service sends) instead of a dict; records that were not stored (dry runs,
         storage trouble) stay dicts."""
         pending = [p for p in prepared if isinstance(p, _Pending)]
-        stored: list[bytes | LumynError] = []
-        if pending:
-            writes = [(p.row, p.key, self._snapshot) for p in pending]
-            append_many = getattr(self.store, "append_decisions", None)
-            if append_many is not None:
-                stored = append_many(writes)
-            else:
-                for row, key, snapshot in writes:
-                    try:
-                        stored.append(self.store.append_decision(row, key, snapshot))
-                    except LumynError as exc:
-                        stored.append(exc)
-        outcomes = iter(stored)  # one per pending record, in order
+        outcomes = iter(self.store.append_decisions([p.write for p in pending]) if pending else ())
         results: list[dict[str, Any] | bytes | LumynError] = []
         for p in prepared:
-            if not isinstance(p, _Pending):
-                results.append(p)
-                continue
-            outcome = next(outcomes)
-            if isinstance(outcome, StorageUnavailable):
-                results.append(self._unavailable(p.request, p.mode, outcome))
-            elif isinstance(outcome, LumynError):
-                results.append(outcome)
+            if isinstance(p, _Pending):
+                results.append(self._result(p, next(outcomes), encoded=encoded))
             else:
-                results.append(outcome if encoded else p.result(outcome))
+                results.append(p)
         return results
 
-    def _evaluate(
-        self, request: Any, refreshed: set[tuple[str, str]] | None = None,
-        *, memory_check_at_write: bool = False,
+    def _admit(self, request: Any) -> Admitted:
+        return admit(request, self.policy, self.config.redaction_profile, self.config.mode)
+
+    def _prepare(
+        self, admitted: Admitted, refreshed: set[tuple[str, str]] | None = None,
+        *, at_write: bool = False,
     ) -> dict[str, Any] | _Pending:
-        """Everything up to the write: a finished record (dry run, storage trouble) or the
-        row to persist. Raises RequestInvalid for bad input. `refreshed` collects the memory
-        groups already caught up in this batch. `memory_check_at_write` evaluates against the
-        memory already indexed and records its sequence number in the pending row, for a
-        write that checks it (append_decision_if_memory_at)."""
-        normalized = normalize_request(request, self.config.redaction_profile)
-        persisted, tenant = normalized.persisted, normalized.tenant_id
-        self._check_policy_pin(persisted)
-        mode = resolve_mode(persisted, self.config.mode, self.policy)
-        dry_run = bool((persisted.get("hints") or {}).get("dry_run"))
-        request_id = persisted.get("request_id")
-        key = (
-            IdempotencyKey(tenant, request_id, normalized.request_digest)
-            if request_id and not dry_run
-            else None
-        )
+        """Memory lookup and the engine's conclusion: a finished record (dry run, storage
+        trouble) or the write to make. `refreshed` collects the memory groups already caught
+        up in this batch. `at_write` evaluates against the memory already indexed and has
+        the write check it is still the newest (Store.checks_memory_at_write)."""
+        group = (admitted.tenant_id, admitted.action_type)
+        top_k = self.config.top_k
+        memory_seq: int | None = None
         try:
-            # Idempotency is settled inside the write transaction (append_decision), which
-            # returns the stored record for a retry; no separate read on the hot path.
-            tokens = request_features(persisted)
-            group = (tenant, persisted["action"]["type"])
-            memory_seq: int | None = None
-            if memory_check_at_write and not dry_run:
-                similarity, memory_seq = self.memory.lookup_indexed(*group, tokens,
-                                                                    self.config.top_k)
+            similarity: Similarity
+            if at_write and not admitted.dry_run:
+                similarity, memory_seq = self.memory.lookup_indexed(*group, admitted.features,
+                                                                    top_k)
             else:
                 refresh = refreshed is None or group not in refreshed
-                similarity = self.memory.lookup(*group, tokens, self.config.top_k,
+                similarity = self.memory.lookup(*group, admitted.features, top_k,
                                                 refresh=refresh)
                 if refreshed is not None:
                     refreshed.add(group)
         except StorageUnavailable as exc:
-            return self._unavailable(persisted, mode, exc)
-        record = self._new_record(
-            assess(self.policy, persisted, tenant, similarity, mode, self.config.top_k, tokens,
-                   normalized.canonical)
-        )
-        if dry_run:
-            record["extensions"] = {"lumyn": {"dry_run": True, "persisted": False}}
-            return record
-        encoded = record_json(record, normalized.canonical, self.policy)
-        row = DecisionRow.from_record(record, tenant, encoded)
-        return _Pending(record, encoded, row, key, persisted, mode, memory_seq)
+            return self._unavailable(admitted, exc)
+        decided = conclude(self.policy, admitted, similarity, top_k, new_id(), utc_now())
+        if decided.row is None:
+            return decided.record  # a dry run: nothing to write
+        return _Pending(admitted, decided,
+                        DecisionWrite(decided.row, admitted.key, self._snapshot, memory_seq))
 
-    def _new_record(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "schema_version": RECORD_SCHEMA_VERSION,
-            "decision_id": new_id(),
-            "created_at": utc_now(),
-            **body,
-        }
+    def _result(self, pending: _Pending, outcome: WriteOutcome,
+                *, encoded: bool = False) -> dict[str, Any] | bytes | LumynError:
+        if isinstance(outcome, bytes):
+            return outcome if encoded else pending.result(outcome)
+        if isinstance(outcome, StorageUnavailable):
+            return self._unavailable(pending.admitted, outcome)
+        if outcome is None:  # only a memory-checked write declines, and only decide() makes one
+            raise AssertionError("a batch write was declined")
+        return outcome
 
-    def _unavailable(self, request: dict[str, Any], mode: str, exc: Exception) -> dict[str, Any]:
-        return self._new_record(storage_unavailable_body(self.policy, request, mode, str(exc)))
-
-    def _check_policy_pin(self, request: dict[str, Any]) -> None:
-        pin = request.get("policy") or {}
-        for name, actual in (("policy_id", self.policy.policy_id),
-                             ("policy_version", self.policy.policy_version)):
-            if pin.get(name) is not None and pin[name] != actual:
-                raise RequestInvalid(
-                    f"request asks for {name} '{pin[name]}' but the loaded policy is '{actual}'",
-                    field=f"policy.{name}",
-                    reason_code="POLICY_MISMATCH",
-                )
+    def _unavailable(self, admitted: Admitted, exc: Exception) -> dict[str, Any]:
+        return unavailable(self.policy, admitted.request, admitted.mode, str(exc), new_id(),
+                           utc_now())
 
     # -- reading and events -----------------------------------------------------------------------
 
@@ -351,7 +293,7 @@ class Lumyn:
         self.close()
 
 
-_instances: dict[tuple[Any, ...], Lumyn] = {}
+_instances: OrderedDict[tuple[Any, ...], Lumyn] = OrderedDict()
 _instances_lock = threading.Lock()
 
 
@@ -363,11 +305,29 @@ def _cache_key(config: LumynConfig) -> tuple[Any, ...]:
 
 def decide(request: Any, config: LumynConfig | None = None) -> dict[str, Any]:
     """Decide with a process-wide Lumyn per configuration (policy compiled and store opened
-    once, reused by later calls with an equal config)."""
+    once, reused by later calls with an equal config). At most MAX_CACHED are kept: the least
+    recently used is closed when another is needed, and all are closed at exit."""
     config = config or LumynConfig()
     key = _cache_key(config)
+    evicted: Lumyn | None = None
     with _instances_lock:
         instance = _instances.get(key)
         if instance is None:
             instance = _instances[key] = Lumyn(config)
+            if len(_instances) > MAX_CACHED:
+                evicted = _instances.popitem(last=False)[1]
+        else:
+            _instances.move_to_end(key)
+    if evicted is not None:
+        evicted.close()  # a caller still inside its decide() gets a fail-closed ABSTAIN
     return instance.decide(request)
+
+
+@atexit.register
+def close_cached() -> None:
+    """Close every Lumyn that decide() opened (their stores, PostgreSQL pools included)."""
+    with _instances_lock:
+        instances = list(_instances.values())
+        _instances.clear()
+    for instance in instances:
+        instance.close()

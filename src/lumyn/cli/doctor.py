@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from lumyn.cli.common import POLICY_FILE, err, out, sqlite_path, workspace_config, ws_flag
 from lumyn.cli.render import table
 from lumyn.errors import LumynError
+from lumyn.version import __version__
 
 if TYPE_CHECKING:
     from lumyn.config import LumynConfig
@@ -72,8 +73,6 @@ def cmd_doctor(fix: bool, workspace: str, config_path: str | None) -> int:
 
 
 def _check_python(doc: Doctor) -> None:
-    from lumyn import __version__
-
     version = ".".join(str(v) for v in sys.version_info[:3])
     if sys.version_info[:2] >= MIN_PYTHON:
         doc.ok("python", f"{version} ({sys.executable})")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sys
 
+from lumyn.version import __version__
+
 
 def _parse_show(args: list[str]) -> tuple[str, str, str | None] | None:
     """`show ID [--workspace DIR|-w DIR|--workspace=DIR] [--config FILE|--config=FILE]`,
@@ -47,8 +49,6 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(fast_help())
         return 0
     if args == ["--version"]:
-        from lumyn import __version__
-
         sys.stdout.write(f"lumyn {__version__}\n")
         return 0
     if args[0] == "show":

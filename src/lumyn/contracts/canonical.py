@@ -49,7 +49,7 @@ def _number(value: Any, kind: type) -> Any:
         if value.is_integer():
             if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT:
                 return int(value)
-        elif 1e-4 <= abs(value) < 1e16:  # also rejects NaN and infinities (see jcs_exact)
+        elif 1e-4 <= abs(value) < 1e16:  # also rejects NaN and infinities
             return value
     raise _Fallback  # subclasses and other types: let the reference implementation decide
 
@@ -153,40 +153,19 @@ def canonical_plain_bytes(value: Any) -> bytes:
     return canonical_bytes(value)
 
 
-def canonical_plain_bytes_with(
-    value: dict[str, Any], key: str, encoded: bytes, *, exact: bool = False
-) -> bytes:
+def canonical_plain_bytes_with(value: dict[str, Any], key: str, encoded: bytes) -> bytes:
     """canonical_plain_bytes of `value` with `key` set to the value whose canonical bytes are
     `encoded`, without writing or scanning that value again. JCS writes an object's members
-    sorted, so the members before and after `key` are written separately around it. The keys
-    must be ASCII, where Python's order is JCS's (the engine's record and digest keys are).
-    `exact=True` says the caller knows orjson writes the rest exactly as JCS (every number
-    passes jcs_exact, no key above U+FFFF): it is then not scanned."""
-    write = _write_exact if exact else canonical_plain_bytes
+    sorted, so the members before and after `key` are written separately around it (each
+    scanned like any plain value). The keys must be ASCII, where Python's order is JCS's (the
+    engine's record and digest keys are)."""
+    write = canonical_plain_bytes
     before = {k: v for k, v in value.items() if k < key}
     after = {k: v for k, v in value.items() if k > key}
     member = orjson.dumps(key) + b":" + encoded
     head = write(before)[:-1] + b"," if before else b"{"
     tail = b"," + write(after)[1:] if after else b"}"
     return head + member + tail
-
-
-def _write_exact(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value, option=_SORT_STRICT)
-    except (orjson.JSONEncodeError, TypeError):  # not plain after all: let the checks decide
-        return canonical_plain_bytes(value)
-
-
-def jcs_exact(value: Any) -> bool:
-    """Whether orjson writes this number (or None) exactly as JCS does. Integral floats are
-    not: json_number turns them into ints."""
-    kind = type(value)
-    if kind is int:
-        return bool(-_MAX_SAFE_INT <= value <= _MAX_SAFE_INT)
-    if kind is float:
-        return not value.is_integer() and 1e-4 <= abs(value) < 1e16
-    return value is None
 
 
 def json_number(value: float) -> float:

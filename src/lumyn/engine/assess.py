@@ -6,14 +6,11 @@ It does no I/O: memory similarity is computed by the caller and passed in.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-from lumyn import __version__
 from lumyn.contracts.canonical import (
     canonical_plain_bytes_with,
     digest,
-    jcs_exact,
     json_number,
     plain_digest,
     sha256_digest,
@@ -23,6 +20,7 @@ from lumyn.engine.features import amount_usd, build_facts
 from lumyn.memory.features import memory_features
 from lumyn.memory.index import Similarity
 from lumyn.policy.model import EVALUATION_ORDER, CompiledPolicy
+from lumyn.version import __version__
 
 ENGINE_VERSION = __version__
 
@@ -130,33 +128,7 @@ def _inputs_digest(request: dict[str, Any], features: dict[str, Any], snapshot: 
     inputs = {"features": features, "memory_snapshot": snapshot}
     if request_json is None:
         return plain_digest({**inputs, "request": request})
-    # Besides the request, only these numbers: the rest is strings with ASCII keys.
-    exact = all(jcs_exact(features[k]) for k in (
-        "amount_usd", "failure_similarity_score", "success_similarity_score"))
-    return sha256_digest(canonical_plain_bytes_with(inputs, "request", request_json, exact=exact))
-
-
-def record_json(record: dict[str, Any], request_json: bytes, policy: CompiledPolicy) -> bytes:
-    """The canonical bytes of a record from assess(), given its request's canonical bytes.
-
-    Outside the request a record holds strings under ASCII keys, the engine's numbers and the
-    policy's obligations; when those numbers pass jcs_exact and the policy's obligations were
-    found exact when it was compiled, orjson's output needs no scan."""
-    exact = policy.exact_obligations and all(jcs_exact(n) for n in engine_numbers(record))
-    return canonical_plain_bytes_with(record, "request", request_json, exact=exact)
-
-
-def engine_numbers(record: dict[str, Any]) -> Iterator[Any]:
-    """Every number assess() puts in a record outside the request and obligations."""
-    risk = record["risk_signals"]
-    yield risk["uncertainty_score"]
-    yield risk["failure_similarity"]["score"]
-    for match in risk["failure_similarity"]["top_k"]:
-        yield match["score"]
-    details = record["explanation"]["details"]
-    yield details["amount_usd"]
-    yield details["success_similarity_score"]
-    yield details["memory_top_k"]
+    return sha256_digest(canonical_plain_bytes_with(inputs, "request", request_json))
 
 
 def _summary(evaluation: Evaluation, mode: str) -> str:

@@ -191,7 +191,7 @@ class _Group:
 
 class MemoryIndex:
     """In-process index of memory items, grouped by (tenant, action type). Not thread-safe on
-    its own: engine.memory.MemoryView serialises access."""
+    its own: memory.view.MemoryView serialises access."""
 
     def __init__(self, items: Iterable[MemoryItem] = ()) -> None:
         self._groups: dict[tuple[str, str], _Group] = {}

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import orjson
 
-from lumyn.contracts.canonical import canonical_bytes, digest
+from lumyn.contracts.canonical import digest
 from lumyn.contracts.schemas import POLICY_SCHEMA, load_schema
 from lumyn.errors import LumynError
 from lumyn.policy.codegen import build_matcher
@@ -280,11 +279,6 @@ def _compile(data: dict[str, Any], text: str) -> CompiledPolicy:
         data=data,
         groups={action: group(action) for action in named},
         other_group=group(None),
-        exact_obligations=all(
-            orjson.dumps(list(rule.obligations), option=orjson.OPT_SORT_KEYS)
-            == canonical_bytes(list(rule.obligations))
-            for rule in compiled
-        ),
     )
 
 

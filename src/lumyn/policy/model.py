@@ -73,9 +73,6 @@ class CompiledPolicy:
     # or names no action type); `other_group` serves every other action type.
     groups: dict[str, RuleGroup]
     other_group: RuleGroup
-    # Whether orjson writes every rule's obligations exactly as RFC 8785 does (numbers and
-    # keys it formats differently are rare in YAML); records can then skip a scan.
-    exact_obligations: bool
 
     def group_for(self, action_type: str) -> RuleGroup:
         return self.groups.get(action_type, self.other_group)

@@ -24,6 +24,7 @@ from lumyn.service import openapi as oa
 from lumyn.service.auth import tenant_for_key, verify_signature
 from lumyn.service.batch import BatchDecider
 from lumyn.service.errors import JSON, ApiError, error_body, error_response, from_core
+from lumyn.version import __version__
 
 T = TypeVar("T")
 _log = logging.getLogger("lumyn.service")
@@ -48,7 +49,7 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
 
     app = LumynApp(
         title="Lumyn decision gateway",
-        version=_version(),
+        version=__version__,
         description="Deterministic decide() gateway with durable, replayable Decision Records.",
         lifespan=lifespan,
     )
@@ -284,8 +285,3 @@ def _internal_error(exc: Exception) -> Response:
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, "BODY_TOO_LARGE", f"body exceeds {limit} bytes", field="(body)")
 
-
-def _version() -> str:
-    from lumyn import __version__
-
-    return __version__

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from lumyn.errors import ConfigError
-from lumyn.store.base import DecisionRow, IdempotencyKey, PolicySnapshot, Store
+from lumyn.store.base import DecisionRow, DecisionWrite, IdempotencyKey, PolicySnapshot, Store
 from lumyn.store.sqlite import SqliteStore
 
-__all__ = ["DecisionRow", "IdempotencyKey", "PolicySnapshot", "SqliteStore", "Store", "open_store"]
+__all__ = ["DecisionRow", "DecisionWrite", "IdempotencyKey", "PolicySnapshot", "SqliteStore", "Store",
+           "open_store"]
 
 
 def open_store(url: str, *, busy_timeout_ms: int = 5000) -> Store:

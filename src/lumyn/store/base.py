@@ -6,9 +6,11 @@ contract test suite (tests/test_store_contract.py).
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from lumyn.errors import LumynError
 from lumyn.memory.item import MemoryItem
 
 SCHEMA_VERSION = 1
@@ -66,27 +68,47 @@ class DecisionRow(NamedTuple):
         )
 
 
+class DecisionWrite(NamedTuple):
+    """One decision to append: its row, idempotency key and policy snapshot. With
+    `memory_seq`, the write happens only while no memory item of the row's tenant and action
+    type has a sequence number above it (the memory the decision was evaluated against is
+    still the newest); otherwise nothing is written and the slot's outcome is None."""
+
+    row: DecisionRow
+    key: IdempotencyKey | None
+    policy: PolicySnapshot
+    memory_seq: int | None = None
+
+
+# One slot of Store.append_decisions: the stored record's canonical JSON, None when a
+# memory-checked write found newer memory, or that write's own error.
+WriteOutcome = bytes | None | LumynError
+
+
 class Store(Protocol):
     """Durable, append-only storage of decisions, events, memory items and policy snapshots.
 
-    Every method raises lumyn.errors.StorageUnavailable when the backend cannot serve it.
-
-    Optional, looked up by name: `append_decisions` (a batch in one transaction),
-    `memory_change_token()` (lets memory skip a catch-up query when nothing changed) and
-    `append_decision_if_memory_at` (decide() then skips the catch-up and the insert checks
-    that memory is unchanged, PostgreSQL).
+    Every method raises lumyn.errors.StorageUnavailable when the backend cannot serve it
+    (append_decisions puts it in every slot instead). Both backends accept and refuse the same
+    inputs; the contract suite (tests/test_store_contract.py) runs against each.
     """
 
     url: str
 
-    def append_decision(
-        self, row: DecisionRow, key: IdempotencyKey | None, policy: PolicySnapshot
-    ) -> bytes:
-        """Durably commit the decision (and its policy snapshot) before returning.
+    # True when a memory catch-up query would cost a round trip of its own (PostgreSQL):
+    # decide() then evaluates against the memory already indexed and makes its write
+    # conditional on it (DecisionWrite.memory_seq). False: catching up is cheap here (see
+    # memory_change_token), decide() catches up first and writes unconditionally.
+    checks_memory_at_write: bool
 
-        With a key already used for the same request digest, nothing is written and the stored
-        record's JSON is returned; with a different digest, IdempotencyConflict is raised.
-        Returns the canonical JSON of the record that is now stored under this id/key.
+    def append_decisions(self, writes: Sequence[DecisionWrite]) -> list[WriteOutcome]:
+        """The one write path: every write in ONE transaction (one commit), durable before
+        returning, each slot answered in order.
+
+        A key already used for the same request digest writes nothing and answers the stored
+        record's JSON (a retry); for a different digest, IdempotencyConflict. An identifier
+        the store cannot hold, RequestInvalid. When the transaction cannot commit, every slot
+        holds StorageUnavailable; nothing is raised for it.
         """
         ...
 
@@ -100,7 +122,8 @@ class Store(Protocol):
 
     def append_event(self, decision_id: str, event: dict[str, Any], memory: MemoryItem | None) -> None:
         """Append an event (and the memory item a label creates) in one transaction.
-        Raises DecisionNotFound when the decision does not exist."""
+        Raises DecisionNotFound when the decision does not exist, InvalidEvent for text the
+        store cannot hold (U+0000 in a label summary)."""
         ...
 
     def list_events(self, decision_id: str) -> list[dict[str, Any]]: ...
@@ -109,6 +132,11 @@ class Store(Protocol):
         self, tenant_id: str, action_type: str, after_seq: int
     ) -> list[tuple[int, MemoryItem]]:
         """Items of one tenant and action type with sequence number > after_seq, ascending."""
+        ...
+
+    def memory_change_token(self) -> Hashable | None:
+        """A value that changes whenever memory items may have changed, or None when the
+        backend cannot tell cheaply (memory then asks memory_items_since every time)."""
         ...
 
     def get_memory_items(self, memory_ids: list[str]) -> list[MemoryItem]: ...

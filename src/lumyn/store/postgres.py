@@ -44,7 +44,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -54,17 +54,10 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from lumyn.contracts.ids import utc_now
-from lumyn.errors import (
-    ConfigError,
-    DecisionNotFound,
-    IdempotencyConflict,
-    InvalidEvent,
-    LumynError,
-    RequestInvalid,
-    StorageUnavailable,
-)
+from lumyn.errors import ConfigError, DecisionNotFound, IdempotencyConflict, LumynError, StorageUnavailable
 from lumyn.memory.item import MemoryItem
-from lumyn.store.base import SCHEMA_VERSION, DecisionRow, IdempotencyKey, PolicySnapshot
+from lumyn.store import shared
+from lumyn.store.base import SCHEMA_VERSION, DecisionRow, DecisionWrite, IdempotencyKey, WriteOutcome
 from lumyn.store.schema import EXPECTED_TABLES
 
 T = TypeVar("T")
@@ -326,22 +319,13 @@ class PostgresStore:
             self._ready = True
 
     def _migrate(self, conn: Conn) -> list[str]:
-        done: list[str] = []
         with conn.transaction():
             # Replicas starting together serialise here; the loser sees the work done.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version "
-                "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
-            )
+            conn.execute(shared.SCHEMA_VERSION_TABLE)
             row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
             current = int(row[0]) if row and row[0] is not None else 0
-            for version in sorted(POSTGRES_MIGRATIONS):
-                if version > current:
-                    for statement in POSTGRES_MIGRATIONS[version]:
-                        conn.execute(statement)
-                    conn.execute("INSERT INTO schema_version VALUES (%s, %s)", (version, utc_now()))
-                    done.append(f"applied schema migration {version}")
+            done = shared.apply_migrations(conn.execute, current, POSTGRES_MIGRATIONS, "%s")
             missing = _missing_tables(conn) + _missing_triggers(conn)
             if missing:  # dropped behind our back: recreate idempotently, never overwrite
                 for statement in POSTGRES_MIGRATIONS[SCHEMA_VERSION]:
@@ -385,30 +369,40 @@ class PostgresStore:
 
     # -- decisions ------------------------------------------------------------------------------
 
-    def append_decision(
-        self, row: DecisionRow, key: IdempotencyKey | None, policy: PolicySnapshot
-    ) -> bytes:
-        stored = self._append_one(row, key, policy, None)
-        if stored is None:  # only a conditional append declines to write
-            raise AssertionError("unconditional append wrote nothing")
-        return stored
+    # A catch-up query before each decision would be a round trip of its own: decide()
+    # evaluates against the memory it has indexed and the insert checks it is still current.
+    checks_memory_at_write = True
 
-    def append_decision_if_memory_at(
-        self, row: DecisionRow, key: IdempotencyKey | None, policy: PolicySnapshot,
-        memory_seq: int,
-    ) -> bytes | None:
-        """append_decision, in the same one statement, on condition that no memory item of the
-        row's tenant and action type has a sequence number above `memory_seq`; None (nothing
-        written) when one has: the caller's memory was stale."""
-        return self._append_one(row, key, policy, memory_seq)
+    def append_decisions(self, writes: Sequence[DecisionWrite]) -> list[WriteOutcome]:
+        """One statement in autocommit for one write (cheaper than a transaction), else ONE
+        transaction with every insert pipelined."""
+        outcomes: list[WriteOutcome | None] = [None] * len(writes)
+        todo: list[int] = []
+        for index, write in enumerate(writes):
+            try:
+                shared.refuse_unstorable_write(write.row, write.key)
+            except LumynError as exc:
+                outcomes[index] = exc
+                continue
+            todo.append(index)
+        if len(todo) == 1:
+            try:
+                outcomes[todo[0]] = self._append_one(writes[todo[0]])
+            except LumynError as exc:
+                outcomes[todo[0]] = exc
+        elif todo:
+            try:
+                written = self._run(lambda conn: self._append_many(conn, writes, todo))
+            except StorageUnavailable as exc:
+                written = [exc] * len(todo)
+            for index, value in zip(todo, written, strict=True):
+                outcomes[index] = value
+            if not any(isinstance(value, StorageUnavailable) for value in written):
+                self._snapshots.update(writes[i].policy.policy_hash for i in todo)
+        return outcomes
 
-    def _append_one(
-        self, row: DecisionRow, key: IdempotencyKey | None, policy: PolicySnapshot,
-        memory_seq: int | None,
-    ) -> bytes | None:
-        _reject_nul(row.tenant_id, "tenant_id")
-        if key is not None:
-            _reject_nul(key.request_id, "request_id")
+    def _append_one(self, write: DecisionWrite) -> bytes | None:
+        row, key, policy, memory_seq = write
         params: tuple[Any, ...] = _decision_params(row, key)
         guarded = memory_seq is not None
         if guarded:
@@ -436,65 +430,42 @@ class PostgresStore:
             self._snapshots.add(policy.policy_hash)
         return result
 
-    def append_decisions(
-        self, items: list[tuple[DecisionRow, IdempotencyKey | None, PolicySnapshot]]
-    ) -> list[bytes | LumynError]:
-        """Several appends in ONE transaction (one commit), as Lumyn.decide_many uses them.
-
-        Each slot is the stored record's JSON or that item's own error (IdempotencyConflict,
-        RequestInvalid); when the transaction cannot commit, StorageUnavailable is raised for
-        every slot (decide_many turns each into a fail-closed ABSTAIN record).
-        """
-        if len(items) == 1:  # one statement in autocommit is cheaper than a transaction
-            row, key, policy = items[0]
-            try:
-                return [self.append_decision(row, key, policy)]
-            except (IdempotencyConflict, RequestInvalid) as exc:
-                return [exc]
-        results: list[bytes | LumynError | None] = [None] * len(items)
-        todo: list[int] = []
-        for index, (row, key, _) in enumerate(items):
-            try:
-                _reject_nul(row.tenant_id, "tenant_id")
-                if key is not None:
-                    _reject_nul(key.request_id, "request_id")
-            except RequestInvalid as exc:
-                results[index] = exc
-                continue
-            todo.append(index)
+    def _append_many(self, conn: Conn, writes: Sequence[DecisionWrite],
+                     todo: list[int]) -> list[WriteOutcome]:
         # Insert in key order: two batches holding overlapping keys then wait on each other in
         # the same order instead of deadlocking (a deadlock would fail both closed).
         def order(i: int) -> tuple[str, str, str]:
-            row, key, _ = items[i]
+            row, key = writes[i][:2]
             return (row.tenant_id, key.request_id if key else "", row.decision_id)
 
-        todo.sort(key=order)
-        snapshots = {policy.policy_hash: policy for _, _, policy in items
-                     if policy.policy_hash not in self._snapshots}
-
-        def fn(conn: Conn) -> list[bytes | LumynError]:
-            out: dict[int, bytes | LumynError] = {}
-            with conn.transaction():
-                for policy in snapshots.values():
-                    conn.execute(
-                        "INSERT INTO policy_snapshots (policy_hash, policy_id, policy_version, "
-                        "text, created_at) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                        (policy.policy_hash, policy.policy_id, policy.policy_version, policy.text,
-                         utc_now()),
-                    )
-                if not todo:
-                    return []
+        snapshots = {writes[i].policy.policy_hash: writes[i].policy for i in todo
+                     if writes[i].policy.policy_hash not in self._snapshots}
+        out: dict[int, WriteOutcome] = {}
+        with conn.transaction():
+            for policy in snapshots.values():
+                conn.execute(
+                    "INSERT INTO policy_snapshots (policy_hash, policy_id, policy_version, "
+                    "text, created_at) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (policy.policy_hash, policy.policy_id, policy.policy_version, policy.text,
+                     utc_now()),
+                )
+            stale = shared.stale_writes([writes[i] for i in todo],
+                                        lambda t, a: _newest_memory_seq(conn, t, a))
+            insert = sorted((i for i, old in zip(todo, stale, strict=True) if not old), key=order)
+            out.update((i, None) for i, old in zip(todo, stale, strict=True) if old)
+            if insert:
                 cur = conn.cursor()
                 # Pipelined: every INSERT goes out in one round trip; each returns 0 or 1 row.
-                cur.executemany(_INSERT_DECISION, [_decision_params(*items[i][:2]) for i in todo],
+                cur.executemany(_INSERT_DECISION,
+                                [_decision_params(*writes[i][:2]) for i in insert],
                                 returning=True)
                 inserted: list[bool] = []
                 while True:
                     inserted.append(cur.fetchone() is not None)
                     if not cur.nextset():
                         break
-                for index, ok in zip(todo, inserted, strict=True):
-                    row, key, _ = items[index]
+                for index, ok in zip(insert, inserted, strict=True):
+                    row, key = writes[index][:2]
                     if ok:
                         out[index] = row.record_json
                         continue
@@ -502,17 +473,7 @@ class PostgresStore:
                         out[index] = self._settle_conflict(conn, row, key)
                     except IdempotencyConflict as exc:
                         out[index] = exc
-            return [out[i] for i in todo]
-
-        try:
-            written = self._run(fn)
-        except StorageUnavailable as exc:
-            written = [exc] * len(todo)
-        for index, value in zip(todo, written, strict=True):
-            results[index] = value
-        if not any(isinstance(value, StorageUnavailable) for value in written):
-            self._snapshots.update(snapshots)
-        return [r for r in results if r is not None]
+        return [out[i] for i in todo]
 
     @staticmethod
     def _settle_conflict(conn: Conn, row: DecisionRow, key: IdempotencyKey | None) -> bytes:
@@ -526,7 +487,7 @@ class PostgresStore:
             ).fetchone()
             if found is not None:
                 if found[0] != key.request_digest:
-                    raise _conflict(key, bytes(found[1]))
+                    raise shared.conflict(key, bytes(found[1]))
                 return bytes(found[1])  # a retry or a concurrent twin: the stored record
         same_id = conn.execute(
             "SELECT record_json FROM decisions WHERE decision_id = %s", (row.decision_id,)
@@ -544,7 +505,7 @@ class PostgresStore:
             ).fetchone()
             return (str(found[0]), bytes(found[1])) if found else None
 
-        if "\x00" in tenant_id or "\x00" in request_id:
+        if not (shared.storable_id(tenant_id) and shared.storable_id(request_id)):
             return None
         return self._run(fn)
 
@@ -556,7 +517,7 @@ class PostgresStore:
             ).fetchone()
             return (str(found[0]), bytes(found[1])) if found else None
 
-        if "\x00" in decision_id:
+        if not shared.storable_id(decision_id):
             return None
         return self._run(fn)
 
@@ -564,10 +525,8 @@ class PostgresStore:
 
     def append_event(self, decision_id: str, event: dict[str, Any], memory: MemoryItem | None) -> None:
         data_json = orjson.dumps(event.get("data"))
-        if memory is not None:
-            _reject_nul(memory.summary, "summary", invalid=InvalidEvent)
-            _reject_nul(memory.tenant_id, "tenant_id", invalid=InvalidEvent)
-        if "\x00" in decision_id:
+        shared.refuse_unstorable_memory(memory)
+        if not shared.storable_id(decision_id):
             raise DecisionNotFound(f"no decision {decision_id}", field="decision_id")
 
         def fn(conn: Conn) -> None:
@@ -588,29 +547,22 @@ class PostgresStore:
                     # lock before the INSERT draws its seq; it is held until COMMIT.
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (MEMORY_LOCK,))
                     conn.execute(
-                        "INSERT INTO memory_items (memory_id, tenant_id, action_type, label, "
-                        "summary, source_decision_id, features, created_at) "
+                        f"INSERT INTO memory_items ({shared.MEMORY_COLUMNS}) "
                         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (memory_id) DO NOTHING",
-                        (memory.memory_id, memory.tenant_id, memory.action_type, memory.label,
-                         memory.summary, memory.source_decision_id,
-                         orjson.dumps(list(memory.features)), memory.created_at or event["at"]),
+                        shared.memory_params(memory, event["at"]),
                     )
 
         self._run(fn)
 
     def list_events(self, decision_id: str) -> list[dict[str, Any]]:
         def fn(conn: Conn) -> list[dict[str, Any]]:
-            rows = conn.execute(
-                "SELECT event_id, at, type, data_json FROM decision_events "
+            return shared.events(conn.execute(
+                f"SELECT {shared.EVENT_COLUMNS}, data_json FROM decision_events "
                 "WHERE decision_id = %s ORDER BY seq",
                 (decision_id,),
-            ).fetchall()
-            return [
-                {"event_id": r[0], "at": r[1], "type": r[2], "data": orjson.loads(r[3])}
-                for r in rows
-            ]
+            ).fetchall())
 
-        if "\x00" in decision_id:
+        if not shared.storable_id(decision_id):
             return []
         return self._run(fn)
 
@@ -619,37 +571,27 @@ class PostgresStore:
     ) -> list[tuple[int, MemoryItem]]:
         def fn(conn: Conn) -> list[tuple[int, MemoryItem]]:
             rows = conn.execute(
-                "SELECT seq, memory_id, label, summary, source_decision_id, features, created_at "
-                "FROM memory_items WHERE tenant_id = %s AND action_type = %s AND seq > %s "
-                "ORDER BY seq",
+                f"SELECT {shared.MEMORY_SINCE_COLUMNS} FROM memory_items "
+                "WHERE tenant_id = %s AND action_type = %s AND seq > %s ORDER BY seq",
                 (tenant_id, action_type, after_seq),
             ).fetchall()
-            return [
-                (int(r[0]), MemoryItem(r[1], tenant_id, action_type, r[2], r[3],
-                                       tuple(orjson.loads(r[5])), r[4], r[6]))
-                for r in rows
-            ]
+            return shared.memory_since(rows, tenant_id, action_type)
 
-        if "\x00" in tenant_id:
-            return []  # no such tenant can be stored here (see _reject_nul)
+        if not shared.storable_id(tenant_id):
+            return []  # no such tenant can be stored
         return self._run(fn)
 
     def get_memory_items(self, memory_ids: list[str]) -> list[MemoryItem]:
-        ids = [m for m in memory_ids if "\x00" not in m]
+        ids = [m for m in memory_ids if shared.storable_id(m)]
         if not ids:
             return []
 
         def fn(conn: Conn) -> list[MemoryItem]:
-            rows = conn.execute(
-                "SELECT memory_id, tenant_id, action_type, label, summary, source_decision_id, "
-                "features, created_at FROM memory_items WHERE memory_id = ANY(%s) "
-                "ORDER BY memory_id",
+            return shared.memory_items(conn.execute(
+                f"SELECT {shared.MEMORY_COLUMNS} FROM memory_items "
+                "WHERE memory_id = ANY(%s) ORDER BY memory_id",
                 (ids,),
-            ).fetchall()
-            return [
-                MemoryItem(r[0], r[1], r[2], r[3], r[4], tuple(orjson.loads(r[6])), r[5], r[7])
-                for r in rows
-            ]
+            ).fetchall())
 
         return self._run(fn)
 
@@ -660,9 +602,13 @@ class PostgresStore:
             ).fetchone()
             return str(row[0]) if row else None
 
-        if "\x00" in policy_hash:
+        if not shared.storable_id(policy_hash):
             return None
         return self._run(fn)
+
+    def memory_change_token(self) -> None:
+        """Unknown without a round trip: memory asks memory_items_since when it catches up."""
+        return None
 
     def close(self) -> None:
         with self._lock:
@@ -691,6 +637,12 @@ def _configure(conn: Conn) -> None:
     row = conn.execute("SHOW synchronous_commit").fetchone()
     if row is None or row[0] in ("off", "local"):
         conn.execute("SET synchronous_commit TO on")
+
+
+def _newest_memory_seq(conn: Conn, tenant_id: str, action_type: str) -> int:
+    row = conn.execute("SELECT coalesce(max(seq), 0) FROM memory_items "
+                       "WHERE tenant_id = %s AND action_type = %s", (tenant_id, action_type)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _current_version(conn: Conn) -> int | None:
@@ -736,23 +688,6 @@ def _without_nul(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_nul(v) for v in value]
     return value
-
-
-def _reject_nul(value: str | None, field: str,
-                invalid: type[RequestInvalid] | type[InvalidEvent] = RequestInvalid) -> None:
-    # PostgreSQL TEXT cannot hold U+0000. Records and event data are stored as bytes and keep
-    # it; identifiers and label summaries cannot, so they are refused as bad input.
-    if value is not None and "\x00" in value:
-        raise invalid(f"{field} contains U+0000, which PostgreSQL text cannot store", field=field)
-
-
-def _conflict(key: IdempotencyKey, record_json: bytes) -> IdempotencyConflict:
-    existing = orjson.loads(record_json)["decision_id"]
-    return IdempotencyConflict(
-        f"request_id '{key.request_id}' was already used for a different request "
-        f"(decision {existing})",
-        existing_decision_id=existing,
-    )
 
 
 def _split_url(url: str) -> tuple[str, dict[str, str]]:

@@ -18,20 +18,21 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from lumyn.contracts.ids import utc_now
-from lumyn.errors import DecisionNotFound, IdempotencyConflict, LumynError, StorageUnavailable
+from lumyn.errors import DecisionNotFound, LumynError, StorageUnavailable
 from lumyn.memory.item import MemoryItem
-from lumyn.store.base import SCHEMA_VERSION, DecisionRow, IdempotencyKey, PolicySnapshot
+from lumyn.store import shared
+from lumyn.store.base import SCHEMA_VERSION, DecisionRow, DecisionWrite, IdempotencyKey, WriteOutcome
 from lumyn.store.schema import EXPECTED_TABLES, SQLITE_MIGRATIONS
 
 Work = Callable[[sqlite3.Connection], Any]
 FULL_CHECK_S = 0.5
+_TO_WRITE = b""  # a slot awaiting its insert (a stored record is never empty)
 _ROWS_PER_INSERT = 100  # 1,000 parameters: within SQLite's limit on every version (999 before 3.32)
 
 
@@ -262,24 +263,14 @@ class SqliteStore:
     # -- schema ---------------------------------------------------------------------------------
 
     def _migrate(self, conn: sqlite3.Connection) -> list[str]:
-        done: list[str] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version "
-                "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
-            )
+            conn.execute(shared.SCHEMA_VERSION_TABLE)
             row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-            current = row[0] or 0
-            for version in sorted(SQLITE_MIGRATIONS):
-                if version > current:
-                    for statement in _statements(SQLITE_MIGRATIONS[version]):
-                        conn.execute(statement)
-                    conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version, utc_now()))
-                    done.append(f"applied schema migration {version}")
+            done = shared.apply_migrations(conn.execute, row[0] or 0, _MIGRATIONS, "?")
             missing = _missing_tables(conn)
             if missing:  # tables dropped behind our back: recreate them idempotently
-                for statement in _statements(SQLITE_MIGRATIONS[SCHEMA_VERSION]):
+                for statement in _MIGRATIONS[SCHEMA_VERSION]:
                     conn.execute(statement)
                 done.append("recreated missing tables: " + ", ".join(missing))
             conn.execute("COMMIT")
@@ -319,38 +310,44 @@ class SqliteStore:
 
     # -- decisions ------------------------------------------------------------------------------
 
-    def append_decision(
-        self, row: DecisionRow, key: IdempotencyKey | None, policy: PolicySnapshot
-    ) -> bytes:
-        result: bytes = self._submit(self._decision_work(row, key, policy))
-        self._snapshots.add(policy.policy_hash)
-        return result
+    # PRAGMA data_version below tells memory when another process wrote; the catch-up query
+    # it saves is cheap anyway, so decide() catches up first instead of checking at the write.
+    checks_memory_at_write = False
 
-    def append_decisions(
-        self, items: list[tuple[DecisionRow, IdempotencyKey | None, PolicySnapshot]]
-    ) -> list[bytes | LumynError]:
-        """Several appends in one transaction; each slot is the stored JSON or that item's
-        error (IdempotencyConflict, or StorageUnavailable for all when the commit fails)."""
-        if not items:
+    def append_decisions(self, writes: Sequence[DecisionWrite]) -> list[WriteOutcome]:
+        if not writes:
             return []
-        op = self._submit_many([self._decisions_work(items)])[0]
+        op = self._submit_many([self._decisions_work(writes)])[0]
         if op.error is not None:
-            if isinstance(op.error, LumynError):  # the transaction failed: every item did
-                return [op.error] * len(items)
+            if isinstance(op.error, LumynError):  # the transaction failed: every write did
+                return [op.error] * len(writes)
             raise op.error
-        self._snapshots.update(policy.policy_hash for _, _, policy in items)
-        results: list[bytes | LumynError] = op.result
+        self._snapshots.update(write.policy.policy_hash for write in writes)
+        results: list[WriteOutcome] = op.result
         return results
 
-    def _decisions_work(
-        self, items: list[tuple[DecisionRow, IdempotencyKey | None, PolicySnapshot]]
-    ) -> Work:
+    def _decisions_work(self, writes: Sequence[DecisionWrite]) -> Work:
         """One multi-row INSERT for the batch, row by row only when it hits a unique key (a
         retry or a conflict): ~21k fewer instructions per record than a statement per row
         (docs/benchmarks.md)."""
 
-        def work(conn: sqlite3.Connection) -> list[bytes | LumynError]:
-            rows = [_decision_params(row, key) for row, key, _ in items]
+        def work(conn: sqlite3.Connection) -> list[WriteOutcome]:
+            results: list[WriteOutcome] = []  # a placeholder (_TO_WRITE) where a write goes
+            todo: list[DecisionWrite] = []
+            stale = (shared.stale_writes(writes, lambda t, a: _newest_memory_seq(conn, t, a))
+                     if any(w.memory_seq is not None for w in writes) else ())
+            for index, write in enumerate(writes):
+                try:
+                    shared.refuse_unstorable_write(write.row, write.key)
+                except LumynError as exc:
+                    results.append(exc)
+                    continue
+                if stale and stale[index]:
+                    results.append(None)
+                    continue
+                results.append(_TO_WRITE)
+                todo.append(write)
+            rows = [_decision_params(write.row, write.key) for write in todo]
             try:
                 for start in range(0, len(rows), _ROWS_PER_INSERT):
                     chunk = rows[start : start + _ROWS_PER_INSERT]
@@ -361,23 +358,21 @@ class SqliteStore:
                 done = start
             else:
                 done = len(rows)
-            results: list[bytes | LumynError] = [row.record_json for row, _, _ in items[:done]]
-            for item in items[done:]:
+            outcomes: list[WriteOutcome] = [w.row.record_json for w in todo[:done]]
+            for write in todo[done:]:
                 try:
-                    results.append(self._decision_work(*item)(conn))
+                    outcomes.append(self._insert_one(conn, write.row, write.key))
                 except LumynError as exc:
-                    results.append(exc)
-            self._record_snapshots(conn, items)
-            return results
+                    outcomes.append(exc)
+            self._record_snapshots(conn, todo)
+            written = iter(outcomes)
+            return [next(written) if slot is _TO_WRITE else slot for slot in results]
 
         return work
 
-    def _record_snapshots(
-        self, conn: sqlite3.Connection,
-        items: list[tuple[DecisionRow, IdempotencyKey | None, PolicySnapshot]],
-    ) -> None:
+    def _record_snapshots(self, conn: sqlite3.Connection, writes: Sequence[DecisionWrite]) -> None:
         written: set[str] = set()
-        for row, _, policy in items:
+        for row, _, policy, _ in writes:
             if policy.policy_hash not in self._snapshots and policy.policy_hash not in written:
                 conn.execute(
                     "INSERT OR IGNORE INTO policy_snapshots VALUES (?, ?, ?, ?, ?)",
@@ -386,29 +381,24 @@ class SqliteStore:
                 )
                 written.add(policy.policy_hash)
 
-    def _decision_work(
-        self, row: DecisionRow, key: IdempotencyKey | None, policy: PolicySnapshot
-    ) -> Work:
-        def work(conn: sqlite3.Connection) -> bytes:
-            try:
-                conn.execute(_multi_insert(1), _decision_params(row, key))
-            except sqlite3.IntegrityError:
-                if key is None:
-                    raise
-                found = conn.execute(
-                    "SELECT request_digest, record FROM decisions "
-                    "WHERE tenant_id = ? AND request_id = ?",
-                    (key.tenant_id, key.request_id),
-                ).fetchone()
-                if found is None:
-                    raise
-                if found[0] != key.request_digest:
-                    raise _conflict(key, found[1]) from None
-                return bytes(found[1])  # a retry: the stored record, nothing written
-            self._record_snapshots(conn, [(row, key, policy)])
-            return row.record_json
-
-        return work
+    @staticmethod
+    def _insert_one(conn: sqlite3.Connection, row: DecisionRow, key: IdempotencyKey | None) -> bytes:
+        try:
+            conn.execute(_multi_insert(1), _decision_params(row, key))
+        except sqlite3.IntegrityError:
+            if key is None:
+                raise
+            found = conn.execute(
+                "SELECT request_digest, record FROM decisions "
+                "WHERE tenant_id = ? AND request_id = ?",
+                (key.tenant_id, key.request_id),
+            ).fetchone()
+            if found is None:
+                raise
+            if found[0] != key.request_digest:
+                raise shared.conflict(key, found[1]) from None
+            return bytes(found[1])  # a retry: the stored record, nothing written
+        return row.record_json
 
     def find_idempotent(self, tenant_id: str, request_id: str) -> tuple[str, bytes] | None:
         def fn(conn: sqlite3.Connection) -> tuple[str, bytes] | None:
@@ -434,6 +424,8 @@ class SqliteStore:
     # -- events and memory ------------------------------------------------------------------------
 
     def append_event(self, decision_id: str, event: dict[str, Any], memory: MemoryItem | None) -> None:
+        shared.refuse_unstorable_memory(memory)
+
         def work(conn: sqlite3.Connection) -> None:
             exists = conn.execute(
                 "SELECT 1 FROM decisions WHERE decision_id = ?", (decision_id,)
@@ -448,11 +440,9 @@ class SqliteStore:
             )
             if memory is not None:
                 conn.execute(
-                    "INSERT INTO memory_items (memory_id, tenant_id, action_type, label, summary, "
-                    "source_decision_id, features, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (memory.memory_id, memory.tenant_id, memory.action_type, memory.label,
-                     memory.summary, memory.source_decision_id,
-                     orjson.dumps(list(memory.features)), memory.created_at or event["at"]),
+                    f"INSERT INTO memory_items ({shared.MEMORY_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    shared.memory_params(memory, event["at"]),
                 )
 
         self._submit(work)
@@ -461,15 +451,11 @@ class SqliteStore:
 
     def list_events(self, decision_id: str) -> list[dict[str, Any]]:
         def fn(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            rows = conn.execute(
-                "SELECT event_id, at, type, data FROM decision_events "
+            return shared.events(conn.execute(
+                f"SELECT {shared.EVENT_COLUMNS}, data FROM decision_events "
                 "WHERE decision_id = ? ORDER BY seq",
                 (decision_id,),
-            ).fetchall()
-            return [
-                {"event_id": r[0], "at": r[1], "type": r[2], "data": orjson.loads(r[3])}
-                for r in rows
-            ]
+            ).fetchall())
 
         result: list[dict[str, Any]] = self._read(fn)
         return result
@@ -498,16 +484,11 @@ class SqliteStore:
     ) -> list[tuple[int, MemoryItem]]:
         def fn(conn: sqlite3.Connection) -> list[tuple[int, MemoryItem]]:
             rows = conn.execute(
-                "SELECT seq, memory_id, label, summary, source_decision_id, features, created_at "
-                "FROM memory_items WHERE tenant_id = ? AND action_type = ? AND seq > ? "
-                "ORDER BY seq",
+                f"SELECT {shared.MEMORY_SINCE_COLUMNS} FROM memory_items "
+                "WHERE tenant_id = ? AND action_type = ? AND seq > ? ORDER BY seq",
                 (tenant_id, action_type, after_seq),
             ).fetchall()
-            return [
-                (r[0], MemoryItem(r[1], tenant_id, action_type, r[2], r[3],
-                                  tuple(orjson.loads(r[5])), r[4], r[6]))
-                for r in rows
-            ]
+            return shared.memory_since(rows, tenant_id, action_type)
 
         result: list[tuple[int, MemoryItem]] = self._read(fn)
         return result
@@ -518,16 +499,11 @@ class SqliteStore:
 
         def fn(conn: sqlite3.Connection) -> list[MemoryItem]:
             marks = ",".join("?" * len(memory_ids))
-            rows = conn.execute(
-                "SELECT memory_id, tenant_id, action_type, label, summary, source_decision_id, "
-                f"features, created_at FROM memory_items WHERE memory_id IN ({marks}) "
-                "ORDER BY memory_id",
+            return shared.memory_items(conn.execute(
+                f"SELECT {shared.MEMORY_COLUMNS} FROM memory_items "
+                f"WHERE memory_id IN ({marks}) ORDER BY memory_id",
                 memory_ids,
-            ).fetchall()
-            return [
-                MemoryItem(r[0], r[1], r[2], r[3], r[4], tuple(orjson.loads(r[6])), r[5], r[7])
-                for r in rows
-            ]
+            ).fetchall())
 
         result: list[MemoryItem] = self._read(fn)
         return result
@@ -554,15 +530,6 @@ class SqliteStore:
                 self._watch_fd = None
 
 
-def _conflict(key: IdempotencyKey, record_json: bytes) -> IdempotencyConflict:
-    existing = orjson.loads(record_json)["decision_id"]
-    return IdempotencyConflict(
-        f"request_id '{key.request_id}' was already used for a different request "
-        f"(decision {existing})",
-        existing_decision_id=existing,
-    )
-
-
 def _statements(script: str) -> list[str]:
     # Triggers contain ';' inside BEGIN…END, so split on the statement terminator lines.
     parts, current = [], []
@@ -575,6 +542,15 @@ def _statements(script: str) -> list[str]:
     if current:
         parts.append("\n".join(current))
     return [p for p in parts if p.strip()]
+
+
+_MIGRATIONS = {version: _statements(script) for version, script in SQLITE_MIGRATIONS.items()}
+
+
+def _newest_memory_seq(conn: sqlite3.Connection, tenant_id: str, action_type: str) -> int:
+    row = conn.execute("SELECT coalesce(max(seq), 0) FROM memory_items "
+                       "WHERE tenant_id = ? AND action_type = ?", (tenant_id, action_type)).fetchone()
+    return int(row[0])
 
 
 def _missing_tables(conn: sqlite3.Connection) -> list[str]:
