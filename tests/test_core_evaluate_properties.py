@@ -27,7 +27,7 @@ CONDITIONS = [
     {"evidence.ticket_id_present": True}, {"evidence.customer.tier_is": "gold"},
     {"evidence.customer.tier_present": True}, {"evidence.count_lt": {"threshold": "LIMIT"}},
     {"amount_usd_gte": {"threshold": "LIMIT"}}, {"evidence.count_is": {"threshold": "LIMIT"}},
-    {"action.tags_contains": 3}, {"subject.roles_contains": "admin"},
+    {"action.tags_contains": "vip"}, {"subject.roles_contains": "admin"},
     {"tenant.environment_is": "prod"}, {"amount_currency_in": ["USD", "EUR"]},
 ]
 SELECTORS = [

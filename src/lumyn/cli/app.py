@@ -144,16 +144,41 @@ def label(
     _run(cmd_label, decision_id, label, summary_text, workspace, config)
 
 
-@policy_app.command("validate", help="Validate a policy; prints every problem, one per line.")
+@policy_app.command("validate", help="Validate a policy: every error located (exit 1), then "
+                   "warnings (exit 0 unless --strict).")
 def policy_validate(
     path: Annotated[str | None, typer.Option("--path", help="Policy file (default: the "
                                              "workspace's policy.yml).")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too (exit 1).")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Every problem as a JSON object "
+                                              "(severity, rule_id, key, line, message).")] = False,
     workspace: Workspace = DEFAULT_WORKSPACE,
     config: Config = None,
 ) -> None:
     from lumyn.cli.ops import cmd_policy_validate
 
-    _run(cmd_policy_validate, path, workspace, config)
+    _run(cmd_policy_validate, path, workspace, config, strict, json_output)
+
+
+@policy_app.command("test", help="Run policy test cases (YAML/JSON) in memory; prints failures "
+                   "and the rules no case matched. Exit 1 on any failure.")
+def policy_test(
+    directory: Annotated[str | None, typer.Argument(
+        help="Case folder (default: tests/ beside the policy, else WORKSPACE/tests).")] = None,
+    path: Annotated[str | None, typer.Option("--path", help="Policy file (default: the "
+                                             "workspace's policy.yml).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="{passed, failed, failures, "
+                                              "uncovered_rules} as JSON.")] = False,
+    junit: Annotated[str | None, typer.Option("--junit", help="Also write JUnit XML here.")] = None,
+    min_coverage: Annotated[float | None, typer.Option(
+        "--min-coverage", min=0, max=100,
+        help="Fail when fewer than N percent of the rules are matched by some case.")] = None,
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    config: Config = None,
+) -> None:
+    from lumyn.cli.changes import cmd_policy_test
+
+    _run(cmd_policy_test, directory, path, json_output, junit, min_coverage, workspace, config)
 
 
 @app.command(help=summary("doctor"))

@@ -12,7 +12,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("export", "Print a record as JSON, or write a replayable decision pack (--pack)."),
     ("replay", "Verify a decision pack and re-evaluate it; non-zero exit on any difference."),
     ("label", "Label a decision's outcome (failure|success|near_miss); feeds memory."),
-    ("policy", "Policy tools: `lumyn policy validate`."),
+    ("policy", "Policy tools: `lumyn policy validate` (--strict, --json), `lumyn policy test`."),
     ("doctor", "Check Python, workspace, database, policy and permissions; --fix repairs."),
     ("serve", "Run the HTTP service (FastAPI); --dry-run prints the effective config."),
 )

@@ -224,33 +224,53 @@ def cmd_replay(pack: str, markdown: bool, policy: str | None, as_json: bool) -> 
 # -- policy validate ----------------------------------------------------------------------------
 
 
-def cmd_policy_validate(path: str | None, workspace: str, config_path: str | None) -> int:
-    from lumyn.policy import PolicyInvalid, load_policy
+def cmd_policy_validate(path: str | None, workspace: str, config_path: str | None,
+                        strict: bool = False, as_json: bool = False) -> int:
+    from lumyn.policy import PolicyInvalid, check_policy
 
-    if path:
-        target = Path(path)
-    else:
-        config = workspace_config(workspace, config_path)
-        target = Path(config.policy_path) if config.policy_path else Path(workspace) / POLICY_FILE
-        if not target.exists():
-            raise CliError(
-                "POLICY_NOT_FOUND",
-                f"{target} does not exist; create it with `lumyn init{ws_flag(workspace)}` "
-                "or pass --path",
-                field="--path",
-            )
+    target = policy_target(path, workspace, config_path)
     try:
-        policy = load_policy(target)
+        policy, warnings = check_policy(target)
     except PolicyInvalid as exc:
-        for line in exc.lines():
-            err(" ".join(line.split()))
+        if as_json:
+            emit_json({"ok": False, "path": str(target), "policy": None,
+                       "problems": [p.as_dict() for p in exc.problems]})
+        else:
+            for line in exc.lines():
+                err(" ".join(line.split()))
+        return 1
+    failed = strict and bool(warnings)
+    if as_json:
+        emit_json({"ok": not failed, "path": str(target), "policy": policy.summary(),
+                   "problems": [w.as_dict() for w in warnings]})
+        return 1 if failed else 0
+    for warning in warnings:
+        err(" ".join(f"WARNING {warning.format(str(target))}".split()))
+    if failed:
+        err(f"{len(warnings)} warning(s) in {target} (--strict makes them fatal)")
         return 1
     actions = sorted({*policy.required_evidence})
     out(f"OK {target}: {policy.policy_id} {policy.policy_version}, {len(policy.rules)} rules, "
-        f"policy_hash {policy.policy_hash}")
+        f"policy_hash {policy.policy_hash}" + (f", {len(warnings)} warning(s)" if warnings else ""))
     if actions:
         out(f"   action types with required evidence: {', '.join(actions)}")
     return 0
+
+
+def policy_target(path: str | None, workspace: str, config_path: str | None) -> Path:
+    """--path, else the workspace's policy (config, then WORKSPACE/policy.yml)."""
+    if path:
+        return Path(path)
+    config = workspace_config(workspace, config_path)
+    target = Path(config.policy_path) if config.policy_path else Path(workspace) / POLICY_FILE
+    if not target.exists():
+        raise CliError(
+            "POLICY_NOT_FOUND",
+            f"{target} does not exist; create it with `lumyn init{ws_flag(workspace)}` "
+            "or pass --path",
+            field="--path",
+        )
+    return target
 
 
 # -- serve --------------------------------------------------------------------------------------

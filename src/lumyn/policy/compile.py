@@ -24,6 +24,7 @@ from lumyn.policy.conditions import (
     path_known,
     split_key,
 )
+from lumyn.policy.lint import action_scope, policy_warnings
 from lumyn.policy.load import MAX_POLICY_BYTES, LoadedYaml, Problem, YamlRejected, load_yaml
 from lumyn.policy.model import (
     RESERVED_REASON_CODES,
@@ -33,6 +34,7 @@ from lumyn.policy.model import (
     Query,
     RuleGroup,
 )
+from lumyn.policy.types import PathTypes
 
 ACTION_TYPE_RE = re.compile(r"^[a-z0-9]+(\.[a-z0-9_]+)+$")
 BLOCK_KEYS = ("if", "if_all", "if_any")
@@ -60,6 +62,18 @@ def _structure_validator() -> jsonschema.Draft202012Validator:
 
 def load_policy(path: str | Path) -> CompiledPolicy:
     """Read, validate and compile a policy file."""
+    return compile_policy(read_policy_text(path), source=str(path))
+
+
+def check_policy(path: str | Path) -> tuple[CompiledPolicy, list[Problem]]:
+    """Load a policy file and list its warnings (policy/lint.py). Raises PolicyInvalid."""
+    text = read_policy_text(path)
+    loaded = _validated(text, str(path))
+    return _compile(loaded.data, text), policy_warnings(loaded)
+
+
+def read_policy_text(path: str | Path) -> str:
+    """A policy file's text; a missing, oversized or unreadable file is PolicyInvalid."""
     path = Path(path)
     source = str(path)
     try:
@@ -74,11 +88,15 @@ def load_policy(path: str | Path) -> CompiledPolicy:
         raise PolicyInvalid([Problem("file is not UTF-8 text")], source) from None
     except OSError as exc:
         raise PolicyInvalid([Problem(f"cannot read: {exc.strerror}")], source) from None
-    return compile_policy(text, source=source)
+    return text
 
 
 def compile_policy(text: str, source: str = "policy.yml") -> CompiledPolicy:
     """Validate policy YAML text and compile it. Raises PolicyInvalid listing every problem."""
+    return _compile(_validated(text, source).data, text)
+
+
+def _validated(text: str, source: str) -> LoadedYaml:
     try:
         loaded = load_yaml(text)
     except YamlRejected as exc:
@@ -86,7 +104,7 @@ def compile_policy(text: str, source: str = "policy.yml") -> CompiledPolicy:
     problems = validate_policy_data(loaded)
     if problems:
         raise PolicyInvalid(problems, source)
-    return _compile(loaded.data, text)
+    return loaded
 
 
 def validate_policy_data(loaded: LoadedYaml) -> list[Problem]:
@@ -160,6 +178,7 @@ def _semantic_problems(data: dict[str, Any], loaded: LoadedYaml) -> list[Problem
     if not isinstance(rules, list):
         return problems
     seen_ids: dict[str, int] = {}
+    types = PathTypes()  # learns evidence key types in file order
     for index, rule in enumerate(rules):
         if not isinstance(rule, dict):
             continue
@@ -216,7 +235,8 @@ def _semantic_problems(data: dict[str, Any], loaded: LoadedYaml) -> list[Problem
                 if not isinstance(cond, dict):
                     continue
                 for key, operand in cond.items():
-                    message = _condition_problem(str(key), operand, thresholds)
+                    message = _condition_problem(str(key), operand, thresholds) or _type_problem(
+                        types, str(key), operand, loaded.line_of((*base, *sub, key)))
                     if message:
                         add(message, (*sub, key), f"{'.'.join(map(str, sub))}.{key}")
     return problems
@@ -249,13 +269,20 @@ def _condition_problem(key: str, operand: Any, thresholds: dict[str, Any]) -> st
     return None
 
 
+def _type_problem(types: PathTypes, key: str, operand: Any, line: int | None) -> str | None:
+    """A well-formed condition that can never hold for its path's type (types.py)."""
+    path, op = split_key(key) or ("", "")
+    from_threshold = isinstance(operand, dict)
+    return types.check(path, op, operand, line, from_threshold=from_threshold)
+
+
 def _compile(data: dict[str, Any], text: str) -> CompiledPolicy:
     thresholds = {str(k): float(v) for k, v in (data.get("thresholds") or {}).items()}
     required = {str(k): tuple(v) for k, v in (data.get("required_evidence") or {}).items()}
     ordered = [r for stage in STAGES for r in data.get("rules") or [] if r["stage"] == stage]
     compiled = [_compile_rule(rule, thresholds) for rule in ordered]
     # The action types a rule is limited to, if any: rules are grouped by action type.
-    scopes = [_action_scope(rule.get("when") or {}) for rule in ordered]
+    scopes = [action_scope(rule.get("when") or {}) for rule in ordered]
 
     def group(action: str | None) -> RuleGroup:
         picked = [i for i, scope in enumerate(scopes)
@@ -280,16 +307,6 @@ def _compile(data: dict[str, Any], text: str) -> CompiledPolicy:
         groups={action: group(action) for action in named},
         other_group=group(None),
     )
-
-
-def _action_scope(when: dict[str, Any]) -> frozenset[str] | None:
-    scope: frozenset[str] | None = None
-    if "action_type" in when:
-        scope = frozenset([when["action_type"]])
-    if "action_type_in" in when:
-        listed = frozenset(when["action_type_in"])
-        scope = listed if scope is None else scope & listed
-    return scope
 
 
 def _compile_rule(rule: dict[str, Any], thresholds: dict[str, float]) -> CompiledRule:

@@ -34,6 +34,11 @@ class Problem:
     line: int | None = None
     rule_id: str | None = None
     key: str | None = None
+    severity: str = "error"  # or "warning": printed, fatal only under --strict
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"severity": self.severity, "rule_id": self.rule_id, "key": self.key,
+                "line": self.line, "message": self.message}
 
     def format(self, source: str = "policy.yml") -> str:
         where = f"{source}:{self.line}" if self.line else source
