@@ -100,10 +100,11 @@ class PathTypes:
             # _in / _not_in are impossible only when no option has the path's type.
             options = operand if op in ("_in", "_not_in") else [operand]
             kinds = [NUMBER if from_threshold else value_type(o) for o in options]
-            if kinds and None not in kinds and kind not in kinds:
+            first = kinds[0] if kinds else None
+            if first is not None and None not in kinds and kind not in kinds:
                 outcome = "never holds" if op in ("_is", "_in") else "always holds"
                 return (f"{name} but {op} compares it with {options[0]!r} "
-                        f"({_article(kinds[0])} {kinds[0]}): it {outcome}")
+                        f"({_article(first)} {first}): it {outcome}")
         return None
 
     @staticmethod
