@@ -21,7 +21,8 @@ from typer.testing import CliRunner, Result
 from lumyn.cli.app import app
 
 SRC = Path(__file__).resolve().parent.parent / "src"
-LUMYN_VARS = ("LUMYN_STORAGE_URL", "LUMYN_POLICY_PATH", "LUMYN_MODE", "LUMYN_REDACTION_PROFILE",
+LUMYN_VARS = ("LUMYN_STORAGE_URL", "LUMYN_POLICY_PATH", "LUMYN_SHADOW_POLICY_PATH", "LUMYN_MODE",
+              "LUMYN_REDACTION_PROFILE",
               "LUMYN_TOP_K", "LUMYN_SIGNING_SECRET", "LUMYN_SIGNING_SCHEME", "LUMYN_CONFIG_PATH",
               "LUMYN_DEBUG")
 

@@ -22,6 +22,7 @@ REDACTION_PROFILES = ("default", "strict", "off")
 _ENV = {
     "storage_url": "LUMYN_STORAGE_URL",
     "policy_path": "LUMYN_POLICY_PATH",
+    "shadow_policy_path": "LUMYN_SHADOW_POLICY_PATH",
     "mode": "LUMYN_MODE",
     "redaction_profile": "LUMYN_REDACTION_PROFILE",
     "top_k": "LUMYN_TOP_K",
@@ -41,6 +42,7 @@ class LumynConfig:
     store_path: str | None = None
     storage_url: str | None = None
     policy_path: str | None = None  # None: the bundled support pack
+    shadow_policy_path: str | None = None  # also evaluated and recorded, never enforced
     mode: str | None = None  # None: the policy's default
     redaction_profile: str = "default"
     top_k: int = 5
@@ -114,6 +116,7 @@ class LumynConfig:
         return {
             "storage_url": _mask_password(self.url),
             "policy_path": self.policy_path or "(bundled) lumyn-support.v0.yml",
+            "shadow_policy_path": self.shadow_policy_path,
             "mode": self.mode or "(policy default)",
             "redaction_profile": self.redaction_profile,
             "top_k": self.top_k,

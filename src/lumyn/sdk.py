@@ -24,6 +24,7 @@ from lumyn.errors import DecisionNotFound, InvalidEvent, LumynError, StorageUnav
 from lumyn.memory.index import LABELS, MemoryItem, Similarity
 from lumyn.memory.view import MemoryView
 from lumyn.policy import CompiledPolicy, bundled_policy_path, load_policy
+from lumyn.shadow import shadow_extension
 from lumyn.store import DecisionWrite, PolicySnapshot, Store, open_store
 from lumyn.store.base import WriteOutcome
 
@@ -69,6 +70,9 @@ class Lumyn:
     ) -> None:
         self.config = config or LumynConfig()
         self.policy = policy or load_policy(self.config.policy_path or bundled_policy_path())
+        # Shadow mode: also evaluated on every decision, recorded, never enforced.
+        self.shadow = (load_policy(self.config.shadow_policy_path)
+                       if self.config.shadow_policy_path else None)
         self.store = store or open_store(self.config.url, busy_timeout_ms=self.config.busy_timeout_ms)
         self.memory = MemoryView(self.store)
         self._snapshot = PolicySnapshot(
@@ -175,7 +179,10 @@ class Lumyn:
                     refreshed.add(group)
         except StorageUnavailable as exc:
             return self._unavailable(admitted, exc)
-        decided = conclude(self.policy, admitted, similarity, top_k, new_id(), utc_now())
+        shadow = (None if self.shadow is None else {"shadow": shadow_extension(
+            self.shadow, admitted.request, admitted.tenant_id, similarity)})
+        decided = conclude(self.policy, admitted, similarity, top_k, new_id(), utc_now(),
+                           extensions=shadow)
         if decided.row is None:
             return decided.record  # a dry run: nothing to write
         return _Pending(admitted, decided,
@@ -299,7 +306,8 @@ _instances_lock = threading.Lock()
 
 def _cache_key(config: LumynConfig) -> tuple[Any, ...]:
     policy = str(Path(config.policy_path).resolve()) if config.policy_path else None
-    return (config.url, policy, config.mode, config.redaction_profile, config.top_k,
+    shadow = str(Path(config.shadow_policy_path).resolve()) if config.shadow_policy_path else None
+    return (config.url, policy, shadow, config.mode, config.redaction_profile, config.top_k,
             config.busy_timeout_ms)
 
 

@@ -181,6 +181,32 @@ def policy_test(
     _run(cmd_policy_test, directory, path, json_output, junit, min_coverage, workspace, config)
 
 
+@app.command(help=summary("diff"))
+def diff(
+    policy: Annotated[str | None, typer.Option("--policy", help="Candidate policy: re-evaluate "
+                                               "stored decisions under it (backtest).")] = None,
+    shadow: Annotated[bool, typer.Option("--shadow", help="Summarise live vs shadow verdicts "
+                                         "recorded in shadow mode (no re-evaluation).")] = False,
+    since: Annotated[str | None, typer.Option("--since", help="Only decisions since: 7d, 12h, "
+                                              "30m, 2w or an RFC 3339 date/time.")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    action_type: Annotated[str | None, typer.Option("--action-type",
+                                                    help="Only this action type.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="The report as JSON, with every "
+                                              "changed decision.")] = False,
+    fail_on_change: Annotated[bool, typer.Option("--fail-on-change",
+                                                 help="Exit 1 when any verdict changes.")] = False,
+    fail_on_loosen: Annotated[bool, typer.Option(
+        "--fail-on-loosen", help="Exit 1 when a decision would become more permissive.")] = False,
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    config: Config = None,
+) -> None:
+    from lumyn.cli.changes import cmd_diff
+
+    _run(cmd_diff, policy, shadow, since, tenant, action_type, json_output, fail_on_change,
+         fail_on_loosen, workspace, config)
+
+
 @app.command(help=summary("doctor"))
 def doctor(
     fix: Annotated[bool, typer.Option("--fix", help="Create a missing workspace, policy.yml, "

@@ -13,6 +13,8 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("replay", "Verify a decision pack and re-evaluate it; non-zero exit on any difference."),
     ("label", "Label a decision's outcome (failure|success|near_miss); feeds memory."),
     ("policy", "Policy tools: `lumyn policy validate` (--strict, --json), `lumyn policy test`."),
+    ("diff", "What would a candidate policy change? Backtest stored decisions (--policy) or "
+             "summarise shadow mode (--shadow)."),
     ("doctor", "Check Python, workspace, database, policy and permissions; --fix repairs."),
     ("serve", "Run the HTTP service (FastAPI); --dry-run prints the effective config."),
 )
@@ -35,8 +37,8 @@ def fast_help(prog: str = "lumyn") -> str:
         *(f"  {name.ljust(width)}  {summary}" for name, summary in COMMANDS),
         "",
         "Workspace commands take --workspace DIR (default .lumyn) and --config FILE (TOML).",
-        "Environment: LUMYN_STORAGE_URL, LUMYN_POLICY_PATH, LUMYN_MODE, LUMYN_REDACTION_PROFILE,",
-        "LUMYN_TOP_K, LUMYN_SIGNING_SECRET, LUMYN_CONFIG_PATH.",
+        "Environment: LUMYN_STORAGE_URL, LUMYN_POLICY_PATH, LUMYN_SHADOW_POLICY_PATH, LUMYN_MODE,",
+        "LUMYN_REDACTION_PROFILE, LUMYN_TOP_K, LUMYN_SIGNING_SECRET, LUMYN_CONFIG_PATH.",
         "",
         f"Run '{prog} COMMAND --help' for a command's options.",
         "Quickstart: lumyn doctor --fix && lumyn demo --story",

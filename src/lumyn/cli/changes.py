@@ -6,7 +6,13 @@ the flags, prints and picks the exit code.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lumyn.cli.common import (
     DEFAULT_WORKSPACE,
@@ -17,6 +23,9 @@ from lumyn.cli.common import (
     write_file,
 )
 from lumyn.cli.ops import policy_target
+
+if TYPE_CHECKING:
+    from lumyn.backtest import Change, DiffReport
 
 # -- policy test --------------------------------------------------------------------------------
 
@@ -64,3 +73,142 @@ def cmd_policy_test(directory: str | None, path: str | None, as_json: bool, juni
     if short:
         err(f"rule coverage {report.coverage}% is below --min-coverage {min_coverage:g}")
     return 1 if report.failures or short else 0
+
+
+# -- diff -----------------------------------------------------------------------------------------
+
+PROGRESS_OVER = 2000  # decisions: smaller scans finish before a bar would be worth drawing
+
+
+def cmd_diff(candidate: str | None, shadow: bool, since: str | None, tenant: str | None,
+             action_type: str | None, as_json: bool, fail_on_change: bool, fail_on_loosen: bool,
+             workspace: str, config_path: str | None) -> int:
+    from lumyn.backtest import Scannable, backtest, shadow_diff, since_bound
+    from lumyn.cli.common import open_existing_store, workspace_config
+    from lumyn.policy import PolicyInvalid, load_policy
+    from lumyn.store.scan import Scope
+
+    if shadow == (candidate is not None):
+        raise CliError("USAGE_ERROR", "give either --policy CANDIDATE (backtest) or --shadow "
+                       "(summarise shadow-mode records)", field="--policy")
+    scope = Scope(since_bound(since), tenant, action_type)
+    policy = None
+    if candidate is not None:
+        try:
+            policy = load_policy(candidate)
+        except PolicyInvalid as exc:
+            for line in exc.lines():
+                err(" ".join(line.split()))
+            return 1
+    config = workspace_config(workspace, config_path)
+    store = open_existing_store(config, workspace)
+    try:
+        if not isinstance(store, Scannable):
+            raise CliError("UNSUPPORTED_STORE", f"{config.url} cannot be scanned", field="storage")
+        on_change, finish = _json_stream() if as_json else (None, None)
+        with _progress(store, scope, enabled=not as_json) as advance:
+            if policy is not None:
+                report = backtest(store, policy, scope, on_change=on_change, on_progress=advance)
+            else:
+                report = shadow_diff(store, scope, on_change=on_change, on_progress=advance)
+    finally:
+        store.close()
+    if finish is not None:
+        finish(report.as_dict())
+    else:
+        _print_report(report)
+    if fail_on_change and report.changed:
+        err(f"{report.changed} decision(s) would change verdict (--fail-on-change)")
+        return 1
+    if fail_on_loosen and report.loosened:
+        err(f"{report.loosened} decision(s) would become more permissive (--fail-on-loosen)")
+        return 1
+    return 0
+
+
+def _json_stream() -> tuple[Callable[[Change], None], Callable[[dict[str, Any]], None]]:
+    """Changed decisions are written as they are found, so memory stays flat: the output is
+    one JSON object whose `changes` list comes first and the summary keys after it."""
+    first = [True]
+    sys.stdout.write('{"changes": [')
+
+    def on_change(change: Change) -> None:
+        sys.stdout.write(("\n  " if first[0] else ",\n  ") + json.dumps(change.as_dict()))
+        first[0] = False
+
+    def finish(summary: dict[str, Any]) -> None:
+        rest = json.dumps(summary, indent=2)[1:]  # the summary's keys, after `changes`
+        sys.stdout.write("\n],\n" + rest.lstrip("\n") + "\n")
+
+    return on_change, finish
+
+
+@contextlib.contextmanager
+def _progress(store: Any, scope: Any, *, enabled: bool) -> Iterator[Callable[[int], None] | None]:
+    """A Rich progress bar on stderr, only when both outputs are a terminal and the scan is
+    long enough to be worth one."""
+    if not (enabled and sys.stdout.isatty() and sys.stderr.isatty()):
+        yield None
+        return
+    total = store.count_decisions(scope)
+    if total < PROGRESS_OVER:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(f"{task.speed or 0:,.0f} decisions/s")
+
+    with Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), Rate(),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("scan", total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _print_report(report: DiffReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    if report.mode == "backtest" and report.live:
+        what = (f"candidate {report.live['policy_id']} {report.live['policy_version']} "
+                f"({report.live['policy_hash'][:19]}…)")
+        out(f"Backtest of {what} over {report.scanned} stored decision(s){_scope_text(report)}")
+    else:
+        out(f"Shadow verdicts in {report.compared} of {report.scanned} stored decision(s)"
+            f"{_scope_text(report)}; shadow policies: {', '.join(sorted(report.policies)) or 'none'}")
+    out(f"{report.changed} would change verdict ({report.loosened} more permissive, "
+        f"{report.tightened} stricter); {report.reason_codes_only} keep the verdict with other "
+        "reason codes")
+    if not report.transitions:
+        return
+    table = Table(title="Verdict transitions", show_lines=True)
+    for column in ("from → to", "decisions", "rules deciding now", "rules no longer matching",
+                   "reason codes + / −", "examples"):
+        table.add_column(column, overflow="fold")
+    for (old, new), t in sorted(report.transitions.items(), key=lambda kv: -kv[1].count):
+        codes = "\n".join([f"+{c} ({n})" for c, n in t.reason_codes_added.most_common()]
+                          + [f"−{c} ({n})" for c, n in t.reason_codes_removed.most_common()])
+        table.add_row(f"{old} → {new}", str(t.count), _counts(t.rules),
+                      _counts(t.rules_no_longer_matching), codes, "\n".join(t.examples))
+    console.print(table)
+
+
+def _counts(counter: Counter[str]) -> str:
+    return "\n".join(f"{name} ({n})" for name, n in counter.most_common()) or "-"
+
+
+def _scope_text(report: DiffReport) -> str:
+    parts = [f"{name} {value}" for name, value in report.scope._asdict().items() if value]
+    return f" ({', '.join(parts)})" if parts else ""

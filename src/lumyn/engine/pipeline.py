@@ -58,13 +58,17 @@ def admit(request: Any, policy: CompiledPolicy, redaction_profile: str,
 
 
 def conclude(policy: CompiledPolicy, admitted: Admitted, similarity: Similarity, top_k: int,
-             decision_id: str, created_at: str) -> Decided:
-    """The decision on an admitted request, given memory similarity for its features."""
+             decision_id: str, created_at: str,
+             extensions: dict[str, Any] | None = None) -> Decided:
+    """The decision on an admitted request, given memory similarity for its features.
+    `extensions` become the record's `extensions` (shadow mode's verdict, lumyn.shadow)."""
     body = assess(policy, admitted.request, admitted.tenant_id, similarity, admitted.mode, top_k,
                   admitted.features, admitted.request_json)
     record = _record(decision_id, created_at, body)
+    if extensions:
+        record["extensions"] = dict(extensions)
     if admitted.dry_run:
-        record["extensions"] = {"lumyn": {"dry_run": True, "persisted": False}}
+        record.setdefault("extensions", {})["lumyn"] = {"dry_run": True, "persisted": False}
         return Decided(record, None, None)
     # The request's canonical bytes are spliced in; everything else is written and scanned,
     # so the bytes are canonical whatever fields a record grows.

@@ -58,6 +58,7 @@ from lumyn.errors import ConfigError, DecisionNotFound, IdempotencyConflict, Lum
 from lumyn.memory.item import MemoryItem
 from lumyn.store import shared
 from lumyn.store.base import SCHEMA_VERSION, DecisionRow, DecisionWrite, IdempotencyKey, WriteOutcome
+from lumyn.store.scan import Scope, scan_where
 from lumyn.store.schema import EXPECTED_TABLES
 
 T = TypeVar("T")
@@ -519,6 +520,32 @@ class PostgresStore:
 
         if not shared.storable_id(decision_id):
             return None
+        return self._run(fn)
+
+    # -- scans (lumyn.store.scan) -------------------------------------------------------------------
+
+    def decisions_page(self, scope: Scope, after_id: str | None, limit: int) -> list[tuple[str, bytes]]:
+        """Up to `limit` (decision_id, record JSON) in scope after `after_id`, by id."""
+        if any("\x00" in v for v in (*scope.values(), after_id or "")):
+            return []  # no stored value holds U+0000 (see _reject_nul)
+        where, params = scan_where(scope, "%s", after_id)
+
+        def fn(conn: Conn) -> list[tuple[str, bytes]]:
+            rows = conn.execute(f"SELECT decision_id, record_json FROM decisions{where} "
+                                "ORDER BY decision_id LIMIT %s", (*params, limit)).fetchall()
+            return [(str(r[0]), bytes(r[1])) for r in rows]
+
+        return self._run(fn)
+
+    def count_decisions(self, scope: Scope) -> int:
+        if any("\x00" in v for v in scope.values()):
+            return 0
+        where, params = scan_where(scope, "%s")
+
+        def fn(conn: Conn) -> int:
+            row = conn.execute(f"SELECT count(*) FROM decisions{where}", params).fetchone()
+            return int(row[0]) if row else 0
+
         return self._run(fn)
 
     # -- events and memory ------------------------------------------------------------------------

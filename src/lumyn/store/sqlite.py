@@ -28,6 +28,7 @@ from lumyn.errors import DecisionNotFound, LumynError, StorageUnavailable
 from lumyn.memory.item import MemoryItem
 from lumyn.store import shared
 from lumyn.store.base import SCHEMA_VERSION, DecisionRow, DecisionWrite, IdempotencyKey, WriteOutcome
+from lumyn.store.scan import Scope, scan_where
 from lumyn.store.schema import EXPECTED_TABLES, SQLITE_MIGRATIONS
 
 Work = Callable[[sqlite3.Connection], Any]
@@ -419,6 +420,26 @@ class SqliteStore:
             return (found[0], bytes(found[1])) if found else None
 
         result: tuple[str, bytes] | None = self._read(fn)
+        return result
+
+    # -- scans (lumyn.store.scan) -------------------------------------------------------------------
+
+    def decisions_page(self, scope: Scope, after_id: str | None, limit: int) -> list[tuple[str, bytes]]:
+        """Up to `limit` (decision_id, record JSON) in scope after `after_id`, by id."""
+        where, params = scan_where(scope, "?", after_id)
+
+        def fn(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
+            rows = conn.execute(f"SELECT decision_id, record FROM decisions{where} "
+                                "ORDER BY decision_id LIMIT ?", (*params, limit)).fetchall()
+            return [(r[0], bytes(r[1])) for r in rows]
+
+        result: list[tuple[str, bytes]] = self._read(fn)
+        return result
+
+    def count_decisions(self, scope: Scope) -> int:
+        where, params = scan_where(scope, "?")
+        result: int = self._read(
+            lambda conn: conn.execute(f"SELECT count(*) FROM decisions{where}", params).fetchone()[0])
         return result
 
     # -- events and memory ------------------------------------------------------------------------
