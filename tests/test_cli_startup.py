@@ -69,7 +69,7 @@ def test_fast_help_lists_exactly_the_apps_commands() -> None:
     group = typer.main.get_command(app)
     names = set(group.commands)  # type: ignore[attr-defined]
     assert names == {name for name, _ in COMMANDS}
-    assert set(group.commands["policy"].commands) == {"validate"}  # type: ignore[attr-defined]
+    assert set(group.commands["policy"].commands) == {"validate", "test"}  # type: ignore[attr-defined]
     for name, summary in COMMANDS:
         assert f"  {name}" in fast_help() and summary in fast_help()
 

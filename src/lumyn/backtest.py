@@ -14,9 +14,10 @@ are found (the CLI streams them into its JSON output).
 
 from __future__ import annotations
 
+import gc
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -54,6 +55,15 @@ class Outcome(NamedTuple):
     reason_codes: tuple[str, ...]
     deciding_rules: tuple[str, ...]  # rules whose effect is the verdict (DEFAULT when none)
     matched_rules: frozenset[str]
+
+
+class Answer(NamedTuple):
+    """The other side's verdict on one decision; made into an Outcome only when it differs
+    (most decisions do not change, and the scan's speed is the evaluation's)."""
+
+    verdict: str
+    reason_codes: tuple[str, ...]
+    matched_rules: Sequence[dict[str, Any]]
 
 
 class Change(NamedTuple):
@@ -192,15 +202,19 @@ def scan(store: Scannable, scope: Scope, page: int = PAGE) -> Iterator[list[tupl
 # -- outcomes ----------------------------------------------------------------------------------
 
 
+def outcome(verdict: str, reason_codes: tuple[str, ...],
+            matched_rules: Sequence[dict[str, Any]]) -> Outcome:
+    return Outcome(verdict, reason_codes,
+                   tuple(m["rule_id"] for m in matched_rules if m.get("effect") == verdict),
+                   frozenset(m["rule_id"] for m in matched_rules))
+
+
 def recorded_outcome(record: dict[str, Any]) -> Outcome:
-    verdict = record["verdict"]
-    matched = record.get("matched_rules") or []
-    return Outcome(verdict, tuple(record["reason_codes"]),
-                   tuple(m["rule_id"] for m in matched if m.get("effect") == verdict),
-                   frozenset(m["rule_id"] for m in matched))
+    return outcome(record["verdict"], tuple(record["reason_codes"]),
+                   record.get("matched_rules") or [])
 
 
-def candidate_outcome(policy: CompiledPolicy, record: dict[str, Any]) -> Outcome:
+def candidate_answer(policy: CompiledPolicy, record: dict[str, Any]) -> Answer:
     """The candidate's verdict on the recorded request, with the memory signals it saw."""
     request = record["request"]
     risk = record.get("risk_signals") or {}
@@ -208,51 +222,61 @@ def candidate_outcome(policy: CompiledPolicy, record: dict[str, Any]) -> Outcome
     success = ((record.get("explanation") or {}).get("details") or {}).get(
         "success_similarity_score") or 0.0
     result = evaluate(policy, build_facts(request, tenant_of(request), failure, success))
-    verdict = result.verdict
-    return Outcome(verdict, result.reason_codes,
-                   tuple(m["rule_id"] for m in result.matched_rules if m["effect"] == verdict),
-                   frozenset(m["rule_id"] for m in result.matched_rules))
+    return Answer(result.verdict, result.reason_codes, result.matched_rules)
 
 
-def shadow_outcome(record: dict[str, Any]) -> Outcome | None:
+def shadow_answer(record: dict[str, Any]) -> Answer | None:
     shadow = (record.get("extensions") or {}).get("shadow")
     if not isinstance(shadow, dict) or shadow.get("verdict") not in PRECEDENCE:
         return None
-    return Outcome(shadow["verdict"], tuple(shadow.get("reason_codes") or ()), (), frozenset())
+    return Answer(shadow["verdict"], tuple(shadow.get("reason_codes") or ()), ())
 
 
 # -- running -----------------------------------------------------------------------------------
 
 
 def _run(store: Scannable, report: DiffReport,
-         other: Callable[[dict[str, Any]], Outcome | None],
+         other: Callable[[dict[str, Any]], Answer | None],
          on_change: Callable[[Change], None] | None,
          on_progress: Callable[[int], None] | None, page: int) -> DiffReport:
     loads = orjson.loads
-    for rows in scan(store, report.scope, page):
-        for decision_id, raw in rows:
-            record = loads(raw)
-            new = other(record)
-            if new is None:
-                continue
-            old_verdict = record["verdict"]
-            report.compared += 1
-            report.before[old_verdict] += 1
-            report.after[new.verdict] += 1
-            if new.verdict == old_verdict:
-                if new.reason_codes != tuple(record["reason_codes"]):
-                    report.reason_codes_only += 1
-                continue
-            request = record["request"]
-            change = Change(decision_id, record["created_at"], tenant_of(request),
-                            request["action"]["type"], recorded_outcome(record), new)
-            report.add(change)
-            if on_change is not None:
-                on_change(change)
-        report.scanned += len(rows)
-        if on_progress is not None:
-            on_progress(len(rows))
+    # Each record is dropped once compared and nothing here makes reference cycles, so the
+    # cyclic collector would only rescan the pages' objects over and over: pause it.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for rows in scan(store, report.scope, page):
+            for decision_id, raw in rows:
+                record = loads(raw)
+                answer = other(record)
+                if answer is not None:
+                    _compare(report, decision_id, record, answer, on_change)
+            report.scanned += len(rows)
+            if on_progress is not None:
+                on_progress(len(rows))
+    finally:
+        if collecting:
+            gc.enable()
     return report
+
+
+def _compare(report: DiffReport, decision_id: str, record: dict[str, Any], answer: Answer,
+             on_change: Callable[[Change], None] | None) -> None:
+    old_verdict = record["verdict"]
+    report.compared += 1
+    report.before[old_verdict] += 1
+    report.after[answer.verdict] += 1
+    if answer.verdict == old_verdict:
+        if answer.reason_codes != tuple(record["reason_codes"]):
+            report.reason_codes_only += 1
+        return
+    request = record["request"]
+    change = Change(decision_id, record["created_at"], tenant_of(request),
+                    request["action"]["type"], recorded_outcome(record),
+                    outcome(*answer))
+    report.add(change)
+    if on_change is not None:
+        on_change(change)
 
 
 def backtest(store: Scannable, candidate: CompiledPolicy, scope: Scope = EVERYTHING, *,
@@ -260,7 +284,7 @@ def backtest(store: Scannable, candidate: CompiledPolicy, scope: Scope = EVERYTH
              on_progress: Callable[[int], None] | None = None, page: int = PAGE) -> DiffReport:
     """What the candidate policy would have decided on every stored decision in scope."""
     report = DiffReport("backtest", scope, live=candidate.summary())
-    return _run(store, report, lambda record: candidate_outcome(candidate, record),
+    return _run(store, report, lambda record: candidate_answer(candidate, record),
                 on_change, on_progress, page)
 
 
@@ -271,10 +295,10 @@ def shadow_diff(store: Scannable, scope: Scope = EVERYTHING, *,
     """Live verdicts against the shadow verdicts recorded beside them (no evaluation)."""
     report = DiffReport("shadow", scope)
 
-    def other(record: dict[str, Any]) -> Outcome | None:
-        outcome = shadow_outcome(record)
-        if outcome is not None:
+    def other(record: dict[str, Any]) -> Answer | None:
+        answer = shadow_answer(record)
+        if answer is not None:
             report.policies.add(str(record["extensions"]["shadow"].get("policy_hash")))
-        return outcome
+        return answer
 
     return _run(store, report, other, on_change, on_progress, page)
