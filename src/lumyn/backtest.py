@@ -14,6 +14,7 @@ are found (the CLI streams them into its JSON output).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import queue
 import re
@@ -66,6 +67,7 @@ class Answer(NamedTuple):
     verdict: str
     reason_codes: tuple[str, ...]
     matched_rules: Sequence[dict[str, Any]]
+    policy_hash: str | None = None  # shadow records name the policy that answered
 
 
 class Change(NamedTuple):
@@ -134,6 +136,21 @@ class DiffReport:
     after: Counter[str] = field(default_factory=Counter)
     transitions: dict[tuple[str, str], Transition] = field(default_factory=dict)
     policies: set[str] = field(default_factory=set)  # policy hashes seen on the other side
+
+    def merge(self, scanned: int, page: PageResult, on_change: Callable[[Change], None] | None,
+              on_progress: Callable[[int], None] | None) -> None:
+        self.scanned += scanned
+        self.compared += page.compared
+        self.before.update(page.before)
+        self.after.update(page.after)
+        self.reason_codes_only += page.reason_codes_only
+        self.policies |= page.policies
+        for change in page.changes:
+            self.add(change)
+            if on_change is not None:
+                on_change(change)
+        if on_progress is not None:
+            on_progress(scanned)
 
     def add(self, change: Change) -> None:
         self.changed += 1
@@ -269,54 +286,75 @@ def shadow_answer(record: dict[str, Any]) -> Answer | None:
     shadow = (record.get("extensions") or {}).get("shadow")
     if not isinstance(shadow, dict) or shadow.get("verdict") not in PRECEDENCE:
         return None
-    return Answer(shadow["verdict"], tuple(shadow.get("reason_codes") or ()), ())
+    return Answer(shadow["verdict"], tuple(shadow.get("reason_codes") or ()), (),
+                  str(shadow.get("policy_hash")))
 
 
 # -- running -----------------------------------------------------------------------------------
+
+
+class PageResult(NamedTuple):
+    """One page compared: tallies and the changed decisions (at most a page of them)."""
+
+    compared: int
+    before: Counter[str]
+    after: Counter[str]
+    reason_codes_only: int
+    changes: list[Change]
+    policies: set[str]  # the other side's policy hashes (shadow records name theirs)
+
+
+def compare_page(rows: list[tuple[str, bytes]],
+                 other: Callable[[dict[str, Any]], Answer | None]) -> PageResult:
+    loads = orjson.loads
+    before: Counter[str] = Counter()
+    after: Counter[str] = Counter()
+    changes: list[Change] = []
+    policies: set[str] = set()
+    compared = reason_codes_only = 0
+    for decision_id, raw in rows:
+        record = loads(raw)
+        answer = other(record)
+        if answer is None:
+            continue
+        compared += 1
+        old_verdict = record["verdict"]
+        before[old_verdict] += 1
+        after[answer.verdict] += 1
+        if answer.policy_hash is not None:
+            policies.add(answer.policy_hash)
+        if answer.verdict == old_verdict:
+            if answer.reason_codes != tuple(record["reason_codes"]):
+                reason_codes_only += 1
+            continue
+        request = record["request"]
+        changes.append(Change(decision_id, record["created_at"], tenant_of(request),
+                              request["action"]["type"], recorded_outcome(record),
+                              outcome(answer.verdict, answer.reason_codes, answer.matched_rules)))
+    return PageResult(compared, before, after, reason_codes_only, changes, policies)
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    # Each record is dropped once compared and nothing here makes reference cycles, so the
+    # cyclic collector would only rescan the pages' objects over and over: pause it.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _run(store: Scannable, report: DiffReport,
          other: Callable[[dict[str, Any]], Answer | None],
          on_change: Callable[[Change], None] | None,
          on_progress: Callable[[int], None] | None, page: int) -> DiffReport:
-    loads = orjson.loads
-    # Each record is dropped once compared and nothing here makes reference cycles, so the
-    # cyclic collector would only rescan the pages' objects over and over: pause it.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with _no_cyclic_gc():
         for rows in prefetched(scan(store, report.scope, page)):
-            for decision_id, raw in rows:
-                record = loads(raw)
-                answer = other(record)
-                if answer is not None:
-                    _compare(report, decision_id, record, answer, on_change)
-            report.scanned += len(rows)
-            if on_progress is not None:
-                on_progress(len(rows))
-    finally:
-        if collecting:
-            gc.enable()
+            report.merge(len(rows), compare_page(rows, other), on_change, on_progress)
     return report
-
-
-def _compare(report: DiffReport, decision_id: str, record: dict[str, Any], answer: Answer,
-             on_change: Callable[[Change], None] | None) -> None:
-    old_verdict = record["verdict"]
-    report.compared += 1
-    report.before[old_verdict] += 1
-    report.after[answer.verdict] += 1
-    if answer.verdict == old_verdict:
-        if answer.reason_codes != tuple(record["reason_codes"]):
-            report.reason_codes_only += 1
-        return
-    request = record["request"]
-    change = Change(decision_id, record["created_at"], tenant_of(request),
-                    request["action"]["type"], recorded_outcome(record),
-                    outcome(*answer))
-    report.add(change)
-    if on_change is not None:
-        on_change(change)
 
 
 def backtest(store: Scannable, candidate: CompiledPolicy, scope: Scope = EVERYTHING, *,
@@ -333,12 +371,4 @@ def shadow_diff(store: Scannable, scope: Scope = EVERYTHING, *,
                 on_progress: Callable[[int], None] | None = None,
                 page: int = PAGE) -> DiffReport:
     """Live verdicts against the shadow verdicts recorded beside them (no evaluation)."""
-    report = DiffReport("shadow", scope)
-
-    def other(record: dict[str, Any]) -> Answer | None:
-        answer = shadow_answer(record)
-        if answer is not None:
-            report.policies.add(str(record["extensions"]["shadow"].get("policy_hash")))
-        return answer
-
-    return _run(store, report, other, on_change, on_progress, page)
+    return _run(store, DiffReport("shadow", scope), shadow_answer, on_change, on_progress, page)
