@@ -189,3 +189,18 @@ def test_bundled_pack_cases_run_from_the_cli_by_default() -> None:
                  "--min-coverage", "100")
     assert result.exit_code == 0, result.stdout + result.stderr
     assert "lumyn-billing" in result.stdout and "100.0%" in result.stdout
+
+
+@pytest.mark.parametrize("pack", sorted(BUNDLED_PACKS))
+def test_init_gives_the_workspace_its_pack_cases_and_they_pass(
+        pack: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clean_env(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    created = cli("init", "--workspace", "ws", "--policy-template", pack)
+    assert created.exit_code == 0, created.stderr
+    assert "tests     created ws/tests" in created.stdout
+    result = cli("policy", "test", "--workspace", "ws", "--min-coverage", "100")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "0 failed" in result.stdout and "ws/tests" in result.stdout
+    again = cli("init", "--workspace", "ws", "--policy-template", pack)
+    assert again.exit_code == 0 and "tests     created" not in again.stdout

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -38,6 +39,21 @@ def default_case_dir(policy_path: Path, policy_id: str, workspace: str) -> Path:
         if candidate.is_dir():
             return candidate
     return Path(workspace or DEFAULT_WORKSPACE) / "tests"
+
+
+def copy_template_cases(template: Path, policy_id: str, workspace: Path) -> str | None:
+    """Give a new workspace the template's test cases (`tests/<policy_id>/` beside it, as the
+    bundled packs keep theirs) unless it has a tests/ folder already."""
+    source, dest = template.parent / "tests" / policy_id, workspace / "tests"
+    if not source.is_dir() or dest.exists():
+        return None
+    try:
+        shutil.copytree(source, dest)
+    except OSError as exc:
+        raise CliError("WORKSPACE_UNWRITABLE", f"cannot create {dest}: {exc.strerror or exc}",
+                       field="workspace") from None
+    count = sum(1 for p in dest.rglob("*") if p.is_file())
+    return f"created {dest} ({count} case files; run `lumyn policy test`)"
 
 
 def cmd_policy_test(directory: str | None, path: str | None, as_json: bool, junit: str | None,

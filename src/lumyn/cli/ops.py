@@ -98,11 +98,16 @@ def cmd_init(workspace: str, template: str | None, force: bool, config_path: str
     path, text, policy = template_text(template or "support")
     ws = Path(workspace)
     action = write_policy(ws, text, force=force)
+    from lumyn.cli.changes import copy_template_cases
+
+    cases = copy_template_cases(path, policy.policy_id, ws)
     url, done, version = prepare_database(workspace, config_path)
     config = workspace_config(workspace, config_path)
     out(f"Lumyn workspace {ws}")
     out(f"  policy    {action}")
     out(f"            from {path}: {policy.policy_id} {policy.policy_version} ({policy.policy_hash})")
+    if cases:
+        out(f"  tests     {cases}")
     db_line = "; ".join(done) if done else "schema already up to date"
     out(f"  database  {url} (schema v{version}; {db_line})")
     if config.policy_path and Path(config.policy_path) != ws / POLICY_FILE:
