@@ -125,7 +125,7 @@ class Transition:
 class DiffReport:
     mode: str  # "backtest" or "shadow"
     scope: Scope
-    live: dict[str, str] | None = None  # a backtest's candidate; a shadow diff's shadow policy
+    candidate: dict[str, str] | None = None  # a backtest's candidate policy (id, version, hash)
     scanned: int = 0
     compared: int = 0  # shadow: records that carry a shadow verdict
     changed: int = 0
@@ -162,11 +162,13 @@ class DiffReport:
         self.transitions.setdefault(key, Transition()).add(change)
 
     def as_dict(self) -> dict[str, Any]:
+        head: dict[str, Any] = {"mode": self.mode, "scope": self.scope._asdict()}
+        if self.mode == "backtest":
+            head["candidate"] = self.candidate
+        else:
+            head["shadow_policies"] = sorted(self.policies)
         return {
-            "mode": self.mode,
-            "scope": self.scope._asdict(),
-            "candidate" if self.mode == "backtest" else "shadow_policies":
-                self.live if self.mode == "backtest" else sorted(self.policies),
+            **head,
             "scanned": self.scanned,
             "compared": self.compared,
             "changed": self.changed,
@@ -361,7 +363,7 @@ def backtest(store: Scannable, candidate: CompiledPolicy, scope: Scope = EVERYTH
              on_change: Callable[[Change], None] | None = None,
              on_progress: Callable[[int], None] | None = None, page: int = PAGE) -> DiffReport:
     """What the candidate policy would have decided on every stored decision in scope."""
-    report = DiffReport("backtest", scope, live=candidate.summary())
+    report = DiffReport("backtest", scope, candidate=candidate.summary())
     return _run(store, report, lambda record: candidate_answer(candidate, record),
                 on_change, on_progress, page)
 

@@ -197,9 +197,10 @@ def _print_report(report: DiffReport) -> None:
     from rich.table import Table
 
     console = Console(width=None if sys.stdout.isatty() else 160)
-    if report.mode == "backtest" and report.live:
-        what = (f"candidate {report.live['policy_id']} {report.live['policy_version']} "
-                f"({report.live['policy_hash'][:19]}…)")
+    if report.mode == "backtest" and report.candidate:
+        candidate = report.candidate
+        what = (f"candidate {candidate['policy_id']} {candidate['policy_version']} "
+                f"({candidate['policy_hash'][:19]}…)")
         out(f"Backtest of {what} over {report.scanned} stored decision(s){_scope_text(report)}")
     else:
         out(f"Shadow verdicts in {report.compared} of {report.scanned} stored decision(s)"
