@@ -14,7 +14,7 @@ from test_cli_kit import clean_env, cli
 
 from lumyn import Lumyn, LumynConfig
 from lumyn.backtest import backtest, scan, shadow_diff, since_bound
-from lumyn.policy import bundled_policy_path, compile_policy
+from lumyn.policy import PolicyInvalid, bundled_policy_path, compile_policy
 from lumyn.store import open_store
 from lumyn.store.scan import Scope
 
@@ -238,3 +238,18 @@ def test_diff_bad_arguments_are_one_line_errors(workspace: Path, store_url: str,
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], result.stderr
+
+
+def test_shadow_policy_is_configured_like_the_others_and_fails_closed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clean_env(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tighter.yml").write_text(TIGHTER, encoding="utf-8")
+    monkeypatch.setenv("LUMYN_SHADOW_POLICY_PATH", "tighter.yml")
+    dry = cli("serve", "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert json.loads(dry.stdout)["shadow_policy_path"] == "tighter.yml"
+    (tmp_path / "broken.yml").write_text(TIGHTER.replace("amount_usd_lte", "amount_currency_lte"),
+                                         encoding="utf-8")
+    with pytest.raises(PolicyInvalid, match="amount_currency is a string"):
+        Lumyn(LumynConfig(store_path=str(tmp_path / "x.db"), shadow_policy_path="broken.yml"))
