@@ -109,7 +109,7 @@ def decide_p50(url: str, shadow_path: str | None, count: int, tag: int) -> tuple
             request["request_id"] = f"p50-{tag}-{i}"
             unkeyed = {k: v for k, v in request.items() if k != "request_id"}
             start = time.perf_counter()
-            lumyn._evaluate(unkeyed)  # the evaluation half alone: nothing is written
+            lumyn._prepare(lumyn._admit(unkeyed))  # the evaluation half alone: no write
             evaluations.append(time.perf_counter() - start)
             start = time.perf_counter()
             lumyn.decide(request)
