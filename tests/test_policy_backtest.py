@@ -4,13 +4,17 @@ saw), summarise shadow mode; both backends, streaming in flat memory."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _builders import request, support_refund
-from test_cli_kit import clean_env, cli
+from test_cli_kit import SRC, clean_env, cli
 
 from lumyn import Lumyn, LumynConfig
 from lumyn.backtest import backtest, scan, shadow_diff, since_bound
@@ -253,3 +257,43 @@ def test_shadow_policy_is_configured_like_the_others_and_fails_closed(
                                          encoding="utf-8")
     with pytest.raises(PolicyInvalid, match="amount_currency is a string"):
         Lumyn(LumynConfig(store_path=str(tmp_path / "x.db"), shadow_policy_path="broken.yml"))
+
+
+def _run_on_a_terminal(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
+    """Run the real `lumyn` entry point with stdout and stderr on a pseudo-terminal."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "lumyn.cli.main", *args], cwd=cwd,
+                               env=env, stdin=subprocess.DEVNULL, stdout=follower,
+                               stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the process is gone
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    return process.wait(timeout=120), b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_progress_bar_only_on_a_terminal_for_long_scans(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'lumyn.db'}"
+    with Lumyn(LumynConfig(storage_url=url)) as lumyn:
+        for batch in range(5):
+            lumyn.decide_many([request(request_id=f"p{batch}-{i}") for i in range(500)])
+    (tmp_path / "tighter.yml").write_text(TIGHTER, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUMYN_")}
+    env.update(LUMYN_STORAGE_URL=url, PYTHONPATH=str(SRC), COLUMNS="120", TERM="xterm")
+    code, screen = _run_on_a_terminal(["diff", "--policy", "tighter.yml"], tmp_path, env)
+    assert code == 0, screen
+    assert "scanning" in screen and "decisions/s" in screen, screen
+    assert "2500 would change verdict" in screen, screen
+    piped = subprocess.run([sys.executable, "-m", "lumyn.cli.main", "diff", "--policy",
+                            "tighter.yml"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=120, check=False)
+    assert piped.returncode == 0, piped.stderr
+    assert "scanning" not in piped.stdout + piped.stderr
+    assert "over 2500 stored decision(s)" in piped.stdout
