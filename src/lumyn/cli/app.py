@@ -233,6 +233,30 @@ def serve(
     _run(cmd_serve, dry_run, host, port, workspace, config)
 
 
+@app.command(
+    help=summary("mcp"),
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def mcp(
+    ctx: typer.Context,
+    map_path: Annotated[str, typer.Option("--map", help="The tool map (YAML): which tool calls "
+                                          "are decided, and how.")],
+    url: Annotated[str | None, typer.Option("--url", help="A downstream server over Streamable "
+                                            "HTTP, instead of a command after --.")] = None,
+    listen: Annotated[str | None, typer.Option("--listen", help="Serve Streamable HTTP on "
+                                               "HOST:PORT (tenant keys apply) instead of stdio.")]
+    = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the downstream "
+                                           "server's answer to one call.")] = 60.0,
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    config: Config = None,
+) -> None:
+    """lumyn mcp --map tools.yml -- <server command> [args...]"""
+    from lumyn.cli.mcp import cmd_mcp
+
+    _run(cmd_mcp, map_path, list(ctx.args), url, listen, timeout, workspace, config)
+
+
 def run_app(args: list[str], prog_name: str = "lumyn") -> int:
     try:
         # Non-standalone so usage errors come back to us and print as one line.

@@ -17,6 +17,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
              "summarise shadow mode (--shadow)."),
     ("doctor", "Check Python, workspace, database, policy and permissions; --fix repairs."),
     ("serve", "Run the HTTP service (FastAPI); --dry-run prints the effective config."),
+    ("mcp", "MCP gateway: decide on an agent's tool calls before a downstream MCP server runs them."),
 )
 
 APP_HELP = (

@@ -11,24 +11,17 @@ All comparisons are constant time.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import time
 from collections.abc import Mapping
 
 from lumyn.service.errors import ApiError
+from lumyn.signing import body_signature, v1_signature
+
+__all__ = ["body_signature", "tenant_for_key", "v1_signature", "verify_signature"]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def body_signature(secret: str, body: bytes) -> str:
-    return "sha256:" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def v1_signature(secret: str, timestamp: str, method: str, target: str, body: bytes) -> str:
-    message = f"{timestamp}\n{method.upper()}\n{target}\n".encode() + body
-    return "v1=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
 def verify_signature(
