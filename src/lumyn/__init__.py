@@ -6,10 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 from lumyn.version import __version__
 
-__all__ = ["Lumyn", "LumynConfig", "__version__", "decide"]
+__all__ = ["Blocked", "Escalated", "Lumyn", "LumynConfig", "NeedsEvidence", "NotTrusted",
+           "__version__", "decide", "gate"]
+_INTEGRATIONS = ("Blocked", "Escalated", "NeedsEvidence", "NotTrusted", "gate")
 
 if TYPE_CHECKING:
     from lumyn.config import LumynConfig
+    from lumyn.integrations import Blocked, Escalated, NeedsEvidence, NotTrusted, gate
     from lumyn.sdk import Lumyn, decide
 
 
@@ -23,4 +26,8 @@ def __getattr__(name: str) -> Any:
         from lumyn import sdk
 
         return getattr(sdk, name)
+    if name in _INTEGRATIONS:
+        from lumyn import integrations
+
+        return getattr(integrations, name)
     raise AttributeError(f"module 'lumyn' has no attribute {name!r}")

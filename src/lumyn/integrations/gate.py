@@ -98,8 +98,13 @@ class Gate:
         waiter = getattr(gateway, "wait_for_resolution", None)
         if waiter is None:  # a decider without cases: nothing to wait for
             return None
-        resolution: dict[str, Any] = waiter(record["decision_id"], timeout=self.wait,
-                                            poll_interval=self.poll_interval)
+        try:
+            resolution: dict[str, Any] = waiter(record["decision_id"], timeout=self.wait,
+                                                poll_interval=self.poll_interval)
+        except LumynError as exc:  # no resolution to be had: still not approved
+            _log.warning("could not wait for the resolution of %s: %s", record["decision_id"],
+                         exc.one_line())
+            return None
         return resolution
 
     def record_outcome(self, record: dict[str, Any], error: BaseException | None,
