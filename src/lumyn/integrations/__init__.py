@@ -4,6 +4,6 @@
 from __future__ import annotations
 
 from lumyn.integrations.decisions import Blocked, Escalated, NeedsEvidence, NotTrusted
-from lumyn.integrations.gate import Gate, gate
+from lumyn.integrations.gating import Gate, gate
 
 __all__ = ["Blocked", "Escalated", "Gate", "NeedsEvidence", "NotTrusted", "gate"]

@@ -9,7 +9,7 @@ policy sees missing evidence (and can QUERY for it) instead of the call crashing
 from __future__ import annotations
 
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,7 +200,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")):
         return value
     return f"<{type(value).__name__}>"
-
-
-Spec = Any  # a `$.` path, a callable of the arguments, or a literal
-ArgumentsFn = Callable[[Mapping[str, Any]], Any]

@@ -141,6 +141,9 @@ class Gateway:
         self.downstream = downstream
         self.call_timeout = call_timeout
         self._escalated: dict[tuple[str, str], Escalation] = {}
+        # Where outcome events are written once the answer is on its way back (set by
+        # `serve`, which waits for them before exiting); None: written before answering.
+        self.background: anyio.abc.TaskGroup | None = None
 
     # -- tools/call ---------------------------------------------------------------------------------
 
@@ -211,7 +214,13 @@ class Gateway:
             await self._record_outcome(decision_id, params.name, exc.message)
             return _tool_failure(params.name, exc.message, decision_id)
         error = _error_text(result) if result.is_error else None
-        await self._record_outcome(decision_id, params.name, error, success=not result.is_error)
+        if self.background is not None:  # off the answer's path; the decision is durable already
+            self.background.start_soon(
+                lambda: self._record_outcome(decision_id, params.name, error,
+                                             success=not result.is_error))
+        else:
+            await self._record_outcome(decision_id, params.name, error,
+                                       success=not result.is_error)
         result.meta = {**(result.meta or {}), DECISION_META_KEY: decision_id}
         return result
 

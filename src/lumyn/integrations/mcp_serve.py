@@ -45,10 +45,13 @@ async def serve(decider: Decider, tool_map: ToolMap, target: Target, *,
         tasks.start_soon(downstream.run)
         try:
             client = await downstream.client()
-            if listen is None:
-                await _serve_stdio(gateway, client)
-            else:
-                await _serve_http(gateway, client, listen, dict(tenant_keys or {}), tool_map)
+            async with anyio.create_task_group() as writes:  # exits when every write is done
+                gateway.background = writes
+                if listen is None:
+                    await _serve_stdio(gateway, client)
+                else:
+                    await _serve_http(gateway, client, listen, dict(tenant_keys or {}),
+                                      tool_map)
         except DownstreamUnavailable as exc:
             failed = str(exc)
         finally:
