@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from lumyn.cli.common import CliError, ensure_writable, workspace_config
+from lumyn.cli.common import CliError, ensure_writable, err_one_line, workspace_config
 
 
 def cmd_mcp(map_path: str, command: list[str], url: str | None, listen: str | None,
@@ -38,6 +38,9 @@ def cmd_mcp(map_path: str, command: list[str], url: str | None, listen: str | No
             raise CliError("USAGE_ERROR", str(exc), field="--listen") from None
     config = workspace_config(workspace, config_path)
     ensure_writable(config, workspace)
+    if address is not None and not config.tenant_keys:
+        err_one_line(f"WARNING: serving MCP on {address[0]}:{address[1]} without tenant keys: "
+                     "anyone who can reach it can call the gated tools")
     # The downstream inherits this process's environment, as a client would have given it.
     target = url or StdioServerParameters(command=command[0], args=command[1:],
                                           env=dict(os.environ))
