@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(workspace: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(workspace: Path, env: dict[str, str],
+                 preexec_fn: Callable[[], None] | None = None,
+                 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     full_env = {**os.environ, "PYTHONPATH": str(SRC), **env}
     process = subprocess.Popen(
         [sys.executable, "-m", "lumyn.cli.main", "serve", "--workspace", str(workspace),
          "--host", "127.0.0.1", "--port", str(port)],
-        env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=preexec_fn,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lumyn.errors import ConfigError
+from lumyn.masking import mask_password
 
 DEFAULT_WORKSPACE = ".lumyn"
 MODES = ("enforce", "advisory")
@@ -28,7 +29,17 @@ _ENV = {
     "top_k": "LUMYN_TOP_K",
     "signing_secret": "LUMYN_SIGNING_SECRET",
     "signing_scheme": "LUMYN_SIGNING_SCHEME",
+    "public_docs": "LUMYN_PUBLIC_DOCS",
+    "max_body_bytes": "LUMYN_MAX_BODY_BYTES",
+    "max_connections": "LUMYN_MAX_CONNECTIONS",
+    "header_timeout_s": "LUMYN_HEADER_TIMEOUT_S",
+    "body_timeout_s": "LUMYN_BODY_TIMEOUT_S",
+    "max_header_bytes": "LUMYN_MAX_HEADER_BYTES",
+    "keep_alive_s": "LUMYN_KEEP_ALIVE_S",
 }
+# Service limits (docs/service.md): a positive number each; strings from the environment.
+_NUMBERS = {"max_body_bytes": int, "max_connections": int, "header_timeout_s": float,
+            "body_timeout_s": float, "max_header_bytes": int, "keep_alive_s": int}
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,13 @@ class LumynConfig:
     signing_scheme: str = "body"  # "body" (seed scheme) or "v1" (timestamp+method+path+body)
     signature_window_s: int = 300
     max_body_bytes: int = 1024 * 1024
+    # /openapi.json and /docs without authentication even when signing or keys are on.
+    public_docs: bool = False
+    max_connections: int = 1000  # open connections; an idle one is evicted for a new one
+    header_timeout_s: float = 10.0  # a request's headers must arrive within this
+    body_timeout_s: float = 30.0  # ... and its body within this after the headers
+    max_header_bytes: int = 32 * 1024
+    keep_alive_s: int = 5
     tenant_keys: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False,
                                            hash=False)
 
@@ -74,6 +92,11 @@ class LumynConfig:
         path = self.store_path or str(Path(DEFAULT_WORKSPACE) / "lumyn.db")
         return f"sqlite:///{path}"
 
+    @property
+    def display_url(self) -> str:
+        """The storage URL with any password masked: the only form ever printed or logged."""
+        return mask_password(self.url)
+
     @classmethod
     def load(
         cls,
@@ -91,6 +114,11 @@ class LumynConfig:
             if env.get(var):
                 values[name] = env[var]
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(values.get("public_docs"), str):
+            values["public_docs"] = _flag(values["public_docs"], "public_docs")
+        for name, kind in _NUMBERS.items():
+            if name in values:
+                values[name] = _positive(values[name], name, kind)
         if "top_k" in values:
             try:
                 values["top_k"] = int(values["top_k"])
@@ -114,7 +142,7 @@ class LumynConfig:
     def effective(self) -> dict[str, Any]:
         """Printable settings (secrets masked) for `serve --dry-run` and `doctor`."""
         return {
-            "storage_url": _mask_password(self.url),
+            "storage_url": self.display_url,
             "policy_path": self.policy_path or "(bundled) lumyn-support.v0.yml",
             "shadow_policy_path": self.shadow_policy_path,
             "mode": self.mode or "(policy default)",
@@ -124,19 +152,32 @@ class LumynConfig:
             "signing_scheme": self.signing_scheme,
             "tenant_keys": len(self.tenant_keys),
             "max_body_bytes": self.max_body_bytes,
+            "public_docs": self.public_docs,
+            "max_connections": self.max_connections,
+            "header_timeout_s": self.header_timeout_s,
+            "body_timeout_s": self.body_timeout_s,
+            "max_header_bytes": self.max_header_bytes,
+            "keep_alive_s": self.keep_alive_s,
         }
 
 
-def _mask_password(url: str) -> str:
-    """postgresql://user:secret@host/db → postgresql://user:***@host/db"""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, at, location = rest.rpartition("@")
-    if ":" not in credentials:
-        return url
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***{at}{location}"
+def _positive(value: Any, name: str, kind: type[int] | type[float]) -> int | float:
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a positive number", field=name) from None
+    if isinstance(value, bool) or not number > 0:
+        raise ConfigError(f"{name} must be a positive number", field=name)
+    return number
+
+
+def _flag(text: str, name: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name} must be true or false", field=name)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -50,9 +50,16 @@ class InvalidEvent(LumynError):
 
 
 class StorageUnavailable(LumynError):
-    """The store could not durably persist or read; callers must fail closed."""
+    """The store could not durably persist or read; callers must fail closed.
+
+    `salvaged`: the fault was found after a commit, and that commit was made durable anyway
+    (SQLite's log files vanished and their content was checkpointed into the database)."""
 
     reason_code = "STORAGE_UNAVAILABLE"
+
+    def __init__(self, message: str, *, field: str | None = None, salvaged: bool = False) -> None:
+        super().__init__(message, field=field)
+        self.salvaged = salvaged
 
 
 class ConfigError(LumynError):

@@ -88,7 +88,7 @@ def _check_config(doc: Doctor, config_path: str | None) -> LumynConfig | None:
         doc.fail("config", exc.one_line())
         return None
     source = config_path or os.environ.get("LUMYN_CONFIG_PATH") or "defaults + environment"
-    doc.ok("config", f"{source}; storage {config.url}")
+    doc.ok("config", f"{source}; storage {config.display_url}")
     return config
 
 
@@ -227,4 +227,4 @@ def _check_database(doc: Doctor, config: LumynConfig) -> None:
         doc.fail("database", f"schema version {version} is newer than this Lumyn "
                              f"({SCHEMA_VERSION}); upgrade lumyn")
         return
-    doc.ok("database", f"{config.url}: integrity ok, schema version {version}")
+    doc.ok("database", f"{config.display_url}: integrity ok, schema version {version}")

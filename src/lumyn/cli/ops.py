@@ -91,7 +91,7 @@ def prepare_database(workspace: str, config_path: str | None) -> tuple[str, list
         version = store.schema_version()
     finally:
         store.close()
-    return config.url, done, version
+    return config.display_url, done, version
 
 
 def cmd_init(workspace: str, template: str | None, force: bool, config_path: str | None) -> int:

@@ -6,6 +6,7 @@ the CLI until `lumyn serve` runs.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,9 +25,18 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
 
 
 def run(config: LumynConfig, host: str = "127.0.0.1", port: int = 8000, **uvicorn_options: Any) -> None:
-    """Serve with uvicorn until interrupted."""
+    """Serve with uvicorn until interrupted, under the configured connection limits."""
     import uvicorn
 
-    options: dict[str, Any] = {"log_level": "info", "access_log": False}
+    from lumyn.service.limits import Limits, server_options
+    from lumyn.service.warnings import startup_warnings
+
+    limits = Limits(config.max_connections, config.header_timeout_s, config.body_timeout_s,
+                    config.max_header_bytes, config.keep_alive_s)
+    options: dict[str, Any] = {"log_level": "info", "access_log": False,
+                               **server_options(limits)}
     options.update(uvicorn_options)
-    uvicorn.run(create_app(config), host=host, port=port, **options)
+    app = create_app(config)
+    for warning in startup_warnings(config):
+        logging.getLogger("lumyn.service").warning(warning)
+    uvicorn.run(app, host=host, port=port, **options)

@@ -13,17 +13,25 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from lumyn.config import LumynConfig
 from lumyn.engine.normalize import tenant_of
 from lumyn.errors import LumynError
 from lumyn.sdk import Lumyn
+from lumyn.service import docs_page
 from lumyn.service import openapi as oa
 from lumyn.service.auth import tenant_for_key, verify_signature
 from lumyn.service.batch import BatchDecider
-from lumyn.service.errors import JSON, ApiError, error_body, error_response, from_core
+from lumyn.service.errors import (
+    JSON,
+    ApiError,
+    error_body,
+    error_response,
+    from_core,
+    public_record,
+)
 from lumyn.version import __version__
 
 T = TypeVar("T")
@@ -52,6 +60,8 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
         version=__version__,
         description="Deterministic decide() gateway with durable, replayable Decision Records.",
         lifespan=lifespan,
+        # Served below, behind the same authentication as every route, without a CDN.
+        openapi_url=None, docs_url=None, redoc_url=None,
     )
 
     async def core(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -130,8 +140,9 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
             raise from_core(exc) from None
         if isinstance(result, bytes):  # stored: the bytes the store holds
             return 200, result
-        status = 503 if "STORAGE_UNAVAILABLE" in result["reason_codes"] else 200
-        return status, orjson.dumps(result)
+        if "STORAGE_UNAVAILABLE" in result["reason_codes"]:
+            return 503, orjson.dumps(public_record(result))
+        return 200, orjson.dumps(result)
 
     app.decide_asgi = decide_asgi
 
@@ -186,16 +197,40 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
 
     @app.get(
         "/healthz",
-        summary="Liveness and store reachability (not signed, for load balancers)",
+        summary="Readiness: 200 when a decision could be stored now, else 503 (not signed, for "
+                "load balancers; the schema version and policy only for authenticated callers)",
         openapi_extra={"responses": oa.responses(200, {"type": "object"}, 503)},
     )
-    async def healthz() -> Response:
+    async def healthz(request: Request) -> Response:
+        ready = getattr(gateway.store, "ready", gateway.store.schema_version)
         try:
+            await anyio.to_thread.run_sync(ready, limiter=limiter)
             version = await anyio.to_thread.run_sync(gateway.store.schema_version, limiter=limiter)
         except LumynError as exc:
-            return error_response(503, exc.reason_code, exc.message)
-        body = {"status": "ok", "schema_version": version, **gateway.policy.summary()}
+            _log.warning("healthz: store not ready: %s", exc.message)
+            return error_response(503, exc.reason_code, "the store cannot take writes now; "
+                                  "details in the server log")
+        body: dict[str, Any] = {"status": "ok"}
+        try:
+            await authenticate(request, await read_body(request))
+        except ApiError:
+            return Response(orjson.dumps(body), media_type=JSON)  # liveness only
+        body.update(schema_version=version, **gateway.policy.summary())
         return Response(orjson.dumps(body), media_type=JSON)
+
+    async def docs_guard(request: Request) -> None:
+        if not config.public_docs:
+            await authenticate(request, await read_body(request))
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_document(request: Request) -> Response:
+        await docs_guard(request)
+        return Response(orjson.dumps(app.openapi()), media_type=JSON)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> Response:
+        await docs_guard(request)
+        return HTMLResponse(docs_page.render(app.openapi()))
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> Response:
@@ -257,7 +292,8 @@ class LumynApp(FastAPI):
 async def receive_body(receive: Receive, declared: str | None, limit: int) -> bytes:
     """The request body from the ASGI messages, refused past `limit` bytes (by the declared
     Content-Length when there is one, else as it arrives)."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() \
+            and (len(declared) > 18 or int(declared) > limit):
         raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0

@@ -22,6 +22,7 @@ from lumyn.signing import body_signature, v1_signature
 __all__ = ["body_signature", "tenant_for_key", "v1_signature", "verify_signature"]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_UNIX_SECONDS = re.compile(r"^[0-9]{1,12}\Z")  # bounded: int() of 4,301 digits raises
 
 
 def verify_signature(
@@ -54,7 +55,7 @@ def verify_signature(
         raise ApiError(401, "SIGNATURE_MALFORMED", "expected v1=<64 lowercase hex>",
                        field="X-Lumyn-Signature")
     stamp = headers.get("x-lumyn-timestamp", "")
-    if not stamp.isdigit():
+    if not _UNIX_SECONDS.match(stamp):  # ASCII digits only: str.isdigit() accepts "²"
         raise ApiError(401, "SIGNATURE_MALFORMED", "X-Lumyn-Timestamp must be unix seconds",
                        field="X-Lumyn-Timestamp")
     current = time.time() if now is None else now

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 from typing import Any
 
 import orjson
@@ -18,6 +20,8 @@ from lumyn.errors import (
 )
 
 JSON = "application/json"
+_log = logging.getLogger("lumyn.service")
+STORAGE_DETAIL = "the store is unavailable; details (paths, driver errors) are in the server log"
 
 
 class ApiError(Exception):
@@ -60,7 +64,22 @@ def from_core(exc: LumynError) -> ApiError:
     elif isinstance(exc, RequestInvalid | InvalidEvent | ConfigError):
         status = 422
     elif isinstance(exc, StorageUnavailable):
-        status = 503
+        _log.warning("storage unavailable: %s", exc.message)
+        return ApiError(503, exc.reason_code, STORAGE_DETAIL, field=exc.field)
     else:
         status = 400
     return ApiError(status, exc.reason_code, exc.message, field=exc.field, extra=extra)
+
+
+def public_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A fail-closed STORAGE_UNAVAILABLE record as clients see it: the storage error (file
+    paths, driver messages) goes to the server log, keyed by the record's decision_id."""
+    details = (record.get("explanation") or {}).get("details") or {}
+    if "storage_error" not in details:
+        return record
+    _log.warning("decision %s: storage unavailable: %s", record.get("decision_id"),
+                 details["storage_error"])
+    public = copy.copy(record)
+    public["explanation"] = {**record["explanation"],
+                             "details": {**details, "storage_error": STORAGE_DETAIL}}
+    return public

@@ -55,11 +55,12 @@ from psycopg_pool import ConnectionPool
 
 from lumyn.contracts.ids import utc_now
 from lumyn.errors import ConfigError, DecisionNotFound, IdempotencyConflict, LumynError, StorageUnavailable
+from lumyn.masking import mask_password
 from lumyn.memory.item import MemoryItem
 from lumyn.store import shared
 from lumyn.store.base import SCHEMA_VERSION, DecisionRow, DecisionWrite, IdempotencyKey, WriteOutcome
 from lumyn.store.scan import Scope, scan_where
-from lumyn.store.schema import EXPECTED_TABLES
+from lumyn.store.schema import EXPECTED_TABLES, TENANT_SPAN
 
 T = TypeVar("T")
 Conn = psycopg.Connection[Any]
@@ -222,7 +223,7 @@ class PostgresStore:
     ) -> None:
         conninfo, options = _split_url(url)
         self._conninfo = conninfo
-        self.url = _mask_password(conninfo)
+        self.url = mask_password(conninfo)
         try:
             self.min_size = int(options.get("lumyn_pool_min", min_size or DEFAULT_POOL_MIN))
             self.max_size = max(self.min_size,
@@ -622,6 +623,15 @@ class PostgresStore:
 
         return self._run(fn)
 
+    def several_tenants(self) -> bool:
+        """Whether decisions of more than one tenant are stored (two index probes)."""
+        def fn(conn: Conn) -> bool:
+            row = conn.execute(TENANT_SPAN).fetchone()
+            return row is not None and row[0] != row[1]
+
+        result: bool = self._run(fn)
+        return result
+
     def get_policy_text(self, policy_hash: str) -> str | None:
         def fn(conn: Conn) -> str | None:
             row = conn.execute(
@@ -726,14 +736,6 @@ def _split_url(url: str) -> tuple[str, dict[str, str]]:
     ours = {k: v for k, v in query if k.startswith("lumyn_")}
     rest = [(k, v) for k, v in query if not k.startswith("lumyn_")]
     return urlunsplit(parts._replace(query=urlencode(rest, safe="/"))), ours
-
-
-def _mask_password(url: str) -> str:
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _describe(exc: BaseException) -> str:

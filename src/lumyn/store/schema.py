@@ -76,3 +76,8 @@ EXPECTED_TABLES = (
     "policy_snapshots",
     "schema_version",
 )
+
+# Lowest and highest tenant id stored: two index probes, equal when one tenant (or none) is.
+TENANT_SPAN = (
+    "SELECT (SELECT min(tenant_id) FROM decisions), (SELECT max(tenant_id) FROM decisions)"
+)

@@ -29,10 +29,13 @@ from lumyn.memory.item import MemoryItem
 from lumyn.store import shared
 from lumyn.store.base import SCHEMA_VERSION, DecisionRow, DecisionWrite, IdempotencyKey, WriteOutcome
 from lumyn.store.scan import Scope, scan_where
-from lumyn.store.schema import EXPECTED_TABLES, SQLITE_MIGRATIONS
+from lumyn.store.schema import EXPECTED_TABLES, SQLITE_MIGRATIONS, TENANT_SPAN
+from lumyn.store.sqlite_files import CompanionFiles
 
 Work = Callable[[sqlite3.Connection], Any]
 FULL_CHECK_S = 0.5
+MIN_FREE_BYTES = 1024 * 1024  # below this on the database's volume, the store is not ready
+RECENT_FAILURE_S = 10.0  # a write that failed this recently keeps the store not ready
 _TO_WRITE = b""  # a slot awaiting its insert (a stored record is never empty)
 _ROWS_PER_INSERT = 100  # 1,000 parameters: within SQLite's limit on every version (999 before 3.32)
 
@@ -72,6 +75,9 @@ class SqliteStore:
         self._closed = False
         self._memory_writes = 0  # memory items this process committed
         self._migrated = False
+        self._companions = CompanionFiles(self.path)  # the -wal and -shm files (sqlite_files)
+        self._generation = 0  # bumped when every connection must be reopened
+        self._last_write_failure: tuple[float, str] | None = None  # cleared by a commit
 
     # -- connections -------------------------------------------------------------------------
 
@@ -152,10 +158,14 @@ class SqliteStore:
                 raise
             self._writer = conn
             self._migrated = True
+            self._companions.attach()
         return self._writer
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and self._local.generation != self._generation:
+            self._drop_reader()  # closed under us when the log files were salvaged
+            conn = None
         if conn is None:
             if not self._migrated:
                 # Create and migrate the database when we can (waiting for a migration another
@@ -164,6 +174,7 @@ class SqliteStore:
                     self._writer_conn_safely()
             conn = self._open(write=False)
             self._local.conn = conn
+            self._local.generation = self._generation
             self._readers.append(conn)
         return conn
 
@@ -178,9 +189,31 @@ class SqliteStore:
             _close_quietly(conn)
 
     def _drop_writer(self) -> None:
+        self._companions.detach()
         if self._writer is not None:
             _close_quietly(self._writer)
             self._writer = None
+
+    def _check_log_files(self, conn: sqlite3.Connection, *, full: bool) -> None:
+        """Raise StorageUnavailable if the -wal or -shm file went away or was replaced, after
+        salvaging: what the orphaned log holds is checkpointed into the main file, and every
+        connection is closed so the next one starts a fresh, linked log."""
+        fault = self._companions.fault(full=full)
+        if fault is None:
+            return
+        self._generation += 1
+        for reader in self._readers:  # readers pin the orphaned log; they reopen on next use
+            _close_quietly(reader)
+        self._readers.clear()
+        try:
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error:
+            busy = 1
+        self._drop_writer()
+        raise StorageUnavailable(f"{fault}; its commits were "
+                                 + ("moved into the database file" if busy == 0 else
+                                    "NOT all moved into the database file"),
+                                 salvaged=busy == 0)
 
     def _guard(self, fn: Callable[[], Any]) -> Any:
         try:
@@ -230,6 +263,7 @@ class SqliteStore:
         try:
             conn = self._guard(self._writer_conn)
             self._guard(self._check_identity)
+            self._check_log_files(conn, full=False)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for op in batch:
@@ -242,10 +276,18 @@ class SqliteStore:
                 if conn.in_transaction:
                     _rollback_quietly(conn)
                 raise
+            self._last_write_failure = None
+            try:  # the log may have gone between the check and the commit
+                self._check_log_files(conn, full=False)
+            except StorageUnavailable as exc:
+                if not exc.salvaged:  # the commit may be only in the orphaned log
+                    raise
         except LumynError as exc:
+            self._last_write_failure = (time.monotonic(), exc.message)
             self._fail(batch, exc)
         except (sqlite3.Error, OSError) as exc:
             self._drop_writer()
+            self._last_write_failure = (time.monotonic(), f"sqlite: {exc}")
             self._fail(batch, StorageUnavailable(f"sqlite: {exc}"))
         except BaseException as exc:
             self._drop_writer()
@@ -254,6 +296,28 @@ class SqliteStore:
         finally:
             for op in batch:
                 op.done = True
+
+    def ready(self) -> None:
+        """Raise StorageUnavailable unless a write could succeed now: the database and its log
+        files are the ones opened, the write lock can be taken (an empty transaction writes
+        nothing), the volume has free space, and no write failed in the last RECENT_FAILURE_S
+        seconds."""
+
+        def probe() -> None:
+            conn = self._writer_conn()
+            self._check_identity(full=True)
+            self._check_log_files(conn, full=True)
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            fs = os.statvfs(self.path.parent)
+            if fs.f_bavail * fs.f_frsize < MIN_FREE_BYTES:
+                raise StorageUnavailable("the database's volume is full")
+
+        with self._write_lock:
+            self._guard(probe)
+        failure = self._last_write_failure
+        if failure is not None and time.monotonic() - failure[0] < RECENT_FAILURE_S:
+            raise StorageUnavailable(f"the last write failed: {failure[1]}")
 
     @staticmethod
     def _fail(batch: list[_Op], error: LumynError) -> None:
@@ -527,6 +591,15 @@ class SqliteStore:
             ).fetchall())
 
         result: list[MemoryItem] = self._read(fn)
+        return result
+
+    def several_tenants(self) -> bool:
+        """Whether decisions of more than one tenant are stored (two index probes)."""
+        def fn(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(TENANT_SPAN).fetchone()
+            return row is not None and row[0] != row[1]
+
+        result: bool = self._read(fn)
         return result
 
     def get_policy_text(self, policy_hash: str) -> str | None:
