@@ -115,8 +115,12 @@ def service_kills(tmp_path: Path, kills: int, seed: int) -> int:
                                 canonical_bytes(record)).hexdigest()
 
         threads = [threading.Thread(target=client) for _ in range(8)]
+        before = len(answered)
         for t in threads:
             t.start()
+        deadline = time.monotonic() + 20
+        while len(answered) <= before and time.monotonic() < deadline:
+            time.sleep(0.02)  # on a loaded machine the clients take a while to start
         time.sleep(rng.uniform(0.2, 0.8))
         process.send_signal(signal.SIGKILL)
         process.wait()
