@@ -62,5 +62,11 @@ class StorageUnavailable(LumynError):
         self.salvaged = salvaged
 
 
+class EventIdConflict(LumynError):
+    """A caller-chosen event_id already names a different event."""
+
+    reason_code = "EVENT_ID_CONFLICT"
+
+
 class ConfigError(LumynError):
     reason_code = "INVALID_CONFIG"

@@ -21,6 +21,7 @@ from lumyn.engine.assess import request_features
 from lumyn.engine.normalize import tenant_of
 from lumyn.engine.pipeline import Admitted, Decided, admit, conclude, unavailable
 from lumyn.errors import DecisionNotFound, InvalidEvent, LumynError, StorageUnavailable
+from lumyn.event_ids import check_event_id, earlier_event
 from lumyn.memory.index import LABELS, MemoryItem, Similarity
 from lumyn.memory.view import MemoryView
 from lumyn.policy import CompiledPolicy, bundled_policy_path, load_policy
@@ -226,8 +227,10 @@ class Lumyn:
         data: dict[str, Any] | None = None,
         *,
         tenant_id: str | None = None,
+        event_id: str | None = None,
     ) -> dict[str, Any]:
-        """Append an outcome, label, note or override event. A label feeds Experience Memory."""
+        """Append an outcome, label, note or override event. A label feeds Experience Memory.
+        `event_id` (optional) makes the call idempotent (lumyn.event_ids)."""
         if event_type not in EVENT_TYPES:
             raise InvalidEvent(
                 f"event type must be one of {', '.join(EVENT_TYPES)}", field="type"
@@ -238,16 +241,26 @@ class Lumyn:
         if event_type == "label":
             return self.label(
                 decision_id, data.get("label"), data.get("summary") or "", tenant_id=tenant_id,
-                extra=data,
+                extra=data, event_id=event_id,
             )
         try:
             canonical_bytes(data)
         except ValueError as exc:
             raise InvalidEvent(str(exc), field="data") from None
         record = self.get_decision(decision_id, tenant_id=tenant_id, with_events=False)
-        event = {"event_id": new_id(), "at": utc_now(), "type": event_type, "data": data}
+        if event_id is not None:
+            earlier = self._earlier_event(decision_id, event_id, event_type, data)
+            if earlier is not None:
+                return earlier
+        event = {"event_id": event_id or new_id(), "at": utc_now(), "type": event_type,
+                 "data": data}
         self.store.append_event(record["decision_id"], event, None)
         return event
+
+    def _earlier_event(self, decision_id: str, event_id: str, event_type: str,
+                       data: dict[str, Any]) -> dict[str, Any] | None:
+        check_event_id(event_id)
+        return earlier_event(self.store.list_events(decision_id), event_id, event_type, data)
 
     def label(
         self,
@@ -257,6 +270,7 @@ class Lumyn:
         *,
         tenant_id: str | None = None,
         extra: dict[str, Any] | None = None,
+        event_id: str | None = None,
     ) -> dict[str, Any]:
         """Label a decision's outcome. Appends a label event and a memory item atomically."""
         if label not in LABELS:
@@ -283,7 +297,11 @@ class Lumyn:
         except ValueError as exc:
             raise InvalidEvent(str(exc), field="data") from None
         data.update({"label": label, "summary": summary, "memory_id": item.memory_id})
-        event = {"event_id": new_id(), "at": now, "type": "label", "data": data}
+        if event_id is not None:
+            earlier = self._earlier_event(decision_id, event_id, "label", data)
+            if earlier is not None:
+                return earlier
+        event = {"event_id": event_id or new_id(), "at": now, "type": "label", "data": data}
         self.store.append_event(decision_id, event, item)
         return event
 

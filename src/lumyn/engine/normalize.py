@@ -15,23 +15,10 @@ from lumyn.contracts.canonical import (
 from lumyn.contracts.schemas import validate_request
 from lumyn.engine.features import amount_usd
 from lumyn.errors import ContextDigestMismatch, RequestInvalid
+from lumyn.redaction import escape, redact_tree
 
 REDACTION_PROFILES = ("default", "strict", "off")
 MAX_DEPTH = 32  # open objects (evidence, inline context, extensions) may nest this deep
-
-# Keys removed from inline context by the default profile (compared case-insensitively).
-SENSITIVE_KEYS = frozenset(
-    {
-        "api_key", "apikey", "authorization", "auth", "password", "passwd", "secret",
-        "token", "access_token", "refresh_token", "id_token", "client_secret", "private_key",
-        "cookie", "set_cookie", "session", "session_id", "email", "email_address", "phone",
-        "phone_number", "mobile", "ssn", "social_security_number", "tax_id", "credit_card",
-        "card_number", "cvv", "cvc", "iban", "account_number", "routing_number", "dob",
-        "date_of_birth", "address", "street_address", "ip_address", "prompt", "system_prompt",
-        "messages", "transcript", "conversation", "chat_history",
-    }
-)
-SENSITIVE_SUFFIXES = ("_token", "_password", "_secret", "_api_key", "_email", "_phone", "_ssn")
 
 
 class NormalizedRequest(NamedTuple):
@@ -74,6 +61,11 @@ def normalize_request(request: Any, redaction_profile: str = "default") -> Norma
             )
         removed = _redact(context, redaction_profile)
         context["redaction"] = {"profile": redaction_profile, "fields_removed": removed}
+        if removed:
+            # The caller's digest covers what was removed, so anyone holding the record could
+            # confirm a guess of a removed value (an SSN, say) by hashing: keep instead the
+            # digest of the context as stored (docs/reliability.md, "context digest").
+            context["digest"] = plain_digest(context["inline"])
         raw = canonical_plain_bytes(persisted)
     usd = amount_usd(persisted)
     if usd is not None and not math.isfinite(usd):
@@ -111,30 +103,7 @@ def _redact(context: dict[str, Any], profile: str) -> list[str]:
         return []
     if profile == "strict":
         context["inline"] = {}
-        return [f"/context/inline/{_escape(k)}" for k in sorted(inline)]
+        return [f"/context/inline/{escape(k)}" for k in sorted(inline)]
     removed: list[str] = []
-    _redact_tree(inline, "/context/inline", removed)
+    redact_tree(inline, "/context/inline", removed)
     return sorted(removed)
-
-
-def _sensitive(key: str) -> bool:
-    lowered = key.lower()
-    return lowered in SENSITIVE_KEYS or lowered.endswith(SENSITIVE_SUFFIXES)
-
-
-def _redact_tree(node: Any, pointer: str, removed: list[str]) -> None:
-    if isinstance(node, dict):
-        for key in list(node):
-            child = f"{pointer}/{_escape(key)}"
-            if _sensitive(key):
-                del node[key]
-                removed.append(child)
-            else:
-                _redact_tree(node[key], child, removed)
-    elif isinstance(node, list):
-        for index, item in enumerate(node):
-            _redact_tree(item, f"{pointer}/{index}", removed)
-
-
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")

@@ -32,6 +32,7 @@ from lumyn.service.errors import (
     from_core,
     public_record,
 )
+from lumyn.service.nonces import nonce_cache_for, refuse_replay
 from lumyn.version import __version__
 
 T = TypeVar("T")
@@ -44,6 +45,8 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
     gateway = lumyn or Lumyn(config)
     limiter = anyio.CapacityLimiter(WORKER_THREADS)
     decider: list[BatchDecider] = []  # started with the app, so no thread outlives it
+    replay_guard = bool(config.signing_secret) and config.signing_scheme == "v1"
+    nonces = nonce_cache_for(config.url) if replay_guard else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -52,6 +55,8 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
             yield
         finally:
             decider.pop().close()
+            if nonces is not None:
+                nonces.close()
             if owned:
                 gateway.close()
 
@@ -78,6 +83,12 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
                 window_s=config.signature_window_s, headers=request.headers,
                 method=request.method, target=target, body=body,
             )
+            if nonces is not None and request.method == "POST":  # writes are accepted once
+                window = config.signature_window_s
+                if nonces.blocking:
+                    await core(refuse_replay, nonces, request.headers, window)
+                else:
+                    refuse_replay(nonces, request.headers, window)
         return tenant_for_key(config.tenant_keys, request.headers)
 
     async def read_body(request: Request) -> bytes:
@@ -172,14 +183,14 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
         payload = parse_json(request.headers.get("content-type", ""), body)
         if not isinstance(payload, dict):
             raise ApiError(422, "INVALID_EVENT", "event must be a JSON object", field="(body)")
-        unknown = sorted(set(payload) - {"type", "data"})
+        unknown = sorted(set(payload) - {"type", "data", "event_id"})
         if unknown:
             raise ApiError(422, "INVALID_EVENT", f"unknown field '{unknown[0]}'", field=unknown[0])
         event_type = payload.get("type")
         if not isinstance(event_type, str):
             raise ApiError(422, "INVALID_EVENT", "type must be a string", field="type")
         event = await core(gateway.append_event, decision_id, event_type, payload.get("data"),
-                           tenant_id=tenant)
+                           tenant_id=tenant, event_id=payload.get("event_id"))
         return Response(orjson.dumps(event), status_code=201, media_type=JSON)
 
     @app.get(

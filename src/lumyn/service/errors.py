@@ -12,6 +12,7 @@ from starlette.responses import Response
 from lumyn.errors import (
     ConfigError,
     DecisionNotFound,
+    EventIdConflict,
     IdempotencyConflict,
     InvalidEvent,
     LumynError,
@@ -59,6 +60,8 @@ def from_core(exc: LumynError) -> ApiError:
     if isinstance(exc, IdempotencyConflict):
         status = 409
         extra["existing_decision_id"] = exc.existing_decision_id
+    elif isinstance(exc, EventIdConflict):
+        status = 409
     elif isinstance(exc, DecisionNotFound):
         status = 404
     elif isinstance(exc, RequestInvalid | InvalidEvent | ConfigError):

@@ -65,6 +65,10 @@ EVENT_REQUEST_SCHEMA: dict[str, Any] = {
             "type": "object",
             "description": "for a label: {label: failure|success|near_miss, summary}",
         },
+        "event_id": {
+            "type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$",
+            "description": "optional; sending the same event again returns the stored one",
+        },
     },
 }
 

@@ -55,6 +55,7 @@ from psycopg_pool import ConnectionPool
 
 from lumyn.contracts.ids import utc_now
 from lumyn.errors import ConfigError, DecisionNotFound, IdempotencyConflict, LumynError, StorageUnavailable
+from lumyn.event_ids import event_id_taken
 from lumyn.masking import mask_password
 from lumyn.memory.item import MemoryItem
 from lumyn.store import shared
@@ -564,12 +565,19 @@ class PostgresStore:
                 ).fetchone()
                 if exists is None:
                     raise DecisionNotFound(f"no decision {decision_id}", field="decision_id")
-                conn.execute(
+                inserted = conn.execute(
                     "INSERT INTO decision_events (event_id, decision_id, at, type, data, data_json) "
                     "VALUES (%s, %s, %s, %s, %s::jsonb, %s) ON CONFLICT (event_id) DO NOTHING",
                     (event["event_id"], decision_id, event["at"], event["type"],
                      _jsonb_text(data_json), data_json),
-                )
+                ).rowcount
+                if not inserted:  # a retry of this very write is fine; anything else is not
+                    same = conn.execute(
+                        "SELECT 1 FROM decision_events WHERE event_id = %s AND decision_id = %s "
+                        "AND at = %s AND data_json = %s",
+                        (event["event_id"], decision_id, event["at"], data_json)).fetchone()
+                    if same is None:
+                        raise event_id_taken(event["event_id"])
                 if memory is not None:
                     # Seq order must equal commit order (see the module docstring): take the
                     # lock before the INSERT draws its seq; it is held until COMMIT.

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from lumyn.errors import DecisionNotFound, LumynError, StorageUnavailable
+from lumyn.event_ids import event_id_taken
 from lumyn.memory.item import MemoryItem
 from lumyn.store import shared
 from lumyn.store.base import SCHEMA_VERSION, DecisionRow, DecisionWrite, IdempotencyKey, WriteOutcome
@@ -517,12 +518,15 @@ class SqliteStore:
             ).fetchone()
             if exists is None:
                 raise DecisionNotFound(f"no decision {decision_id}", field="decision_id")
-            conn.execute(
-                "INSERT INTO decision_events (event_id, decision_id, at, type, data) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (event["event_id"], decision_id, event["at"], event["type"],
-                 orjson.dumps(event.get("data"))),
-            )
+            try:
+                conn.execute(
+                    "INSERT INTO decision_events (event_id, decision_id, at, type, data) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (event["event_id"], decision_id, event["at"], event["type"],
+                     orjson.dumps(event.get("data"))),
+                )
+            except sqlite3.IntegrityError:  # only event_id is unique: this op alone fails
+                raise event_id_taken(event["event_id"]) from None
             if memory is not None:
                 conn.execute(
                     f"INSERT INTO memory_items ({shared.MEMORY_COLUMNS}) "
