@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lumyn import safe_json
 from lumyn.errors import DecisionNotFound, LumynError
+from lumyn.safe_json import JsonRefused, read_bounded
 
 if TYPE_CHECKING:
     from lumyn.memory.item import MemoryItem
@@ -43,6 +45,7 @@ PACK_FILES = (*CONTENT_FILES, MANIFEST_FILE)
 
 MAX_PACK_BYTES = 64 * 1024 * 1024
 MAX_MEMBER_BYTES = 16 * 1024 * 1024
+MAX_PACK_MEMBERS = 2 * len(PACK_FILES)  # room to report duplicates; a zip bomb is refused
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so one decision always exports to identical bytes
 
 # Record fields a replay must reproduce exactly (dotted paths into the record).
@@ -206,12 +209,11 @@ def read_pack(source: str | Path | bytes) -> tuple[dict[str, bytes], list[str]]:
     else:
         path = Path(source)
         try:
-            size = path.stat().st_size
             if path.is_dir():
                 raise PackError(f"{name} is a directory, not a pack", field="pack")
-            if size > MAX_PACK_BYTES:
-                raise PackError(f"{name} is larger than {MAX_PACK_BYTES} bytes", field="pack")
-            data = path.read_bytes()
+            data = read_bounded(str(path), MAX_PACK_BYTES)  # a device or pipe stops too
+        except JsonRefused:
+            raise PackError(f"{name} is larger than {MAX_PACK_BYTES} bytes", field="pack") from None
         except FileNotFoundError:
             raise PackError(f"{name} does not exist", field="pack") from None
         except OSError as exc:
@@ -225,8 +227,13 @@ def read_pack(source: str | Path | bytes) -> tuple[dict[str, bytes], list[str]]:
                         field="pack") from None
     files: dict[str, bytes] = {}
     problems: list[str] = []
+    total = 0
     with archive:
-        for info in archive.infolist():
+        members = archive.infolist()
+        if len(members) > MAX_PACK_MEMBERS:
+            raise PackError(f"{name} has {len(members)} members; a pack has {len(PACK_FILES)}",
+                            field="pack")
+        for info in members:
             if info.is_dir():
                 continue
             if info.filename in files:
@@ -234,6 +241,9 @@ def read_pack(source: str | Path | bytes) -> tuple[dict[str, bytes], list[str]]:
                 continue
             if "/" in info.filename or "\\" in info.filename:
                 problems.append(f"unexpected nested path {info.filename!r}")
+                continue
+            if info.filename not in PACK_FILES:  # never read: only its name is reported
+                problems.append(f"unexpected file {info.filename!r} in the pack")
                 continue
             if info.file_size > MAX_MEMBER_BYTES:
                 problems.append(f"{info.filename} is larger than {MAX_MEMBER_BYTES} bytes")
@@ -248,6 +258,10 @@ def read_pack(source: str | Path | bytes) -> tuple[dict[str, bytes], list[str]]:
             if len(content) > MAX_MEMBER_BYTES:
                 problems.append(f"{info.filename} is larger than {MAX_MEMBER_BYTES} bytes")
                 continue
+            total += len(content)
+            if total > MAX_PACK_BYTES:
+                raise PackError(f"{name} unpacks to more than {MAX_PACK_BYTES} bytes",
+                                field="pack")
             files[info.filename] = content
     return files, problems
 
@@ -453,7 +467,7 @@ def _load_json(
         checks.append(Check(label, False, f"{name} is missing"))
         return None
     try:
-        value = json.loads(files[name].decode("utf-8"))
+        value = safe_json.loads(files[name].decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         checks.append(Check(label, False, f"{name} is not valid JSON: {exc}"))
         return None
@@ -468,7 +482,7 @@ def _check_manifest(files: dict[str, bytes]) -> Check:
     if MANIFEST_FILE not in files:
         return Check("manifest", False, f"{MANIFEST_FILE} is missing")
     try:
-        manifest = json.loads(files[MANIFEST_FILE].decode("utf-8"))
+        manifest = safe_json.loads(files[MANIFEST_FILE].decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         return Check("manifest", False, f"{MANIFEST_FILE} is not valid JSON: {exc}")
     listed = manifest.get("files") if isinstance(manifest, dict) else None

@@ -31,6 +31,7 @@ from lumyn.store.base import WriteOutcome
 
 EVENT_TYPES = ("outcome", "label", "note", "override")
 MAX_SUMMARY = 2000
+MAX_LABELS = 20  # per decision: each label is a memory item every later decide may score
 MAX_CACHED = 8  # Lumyn instances decide() keeps, one per configuration, least recently used out
 
 
@@ -301,6 +302,9 @@ class Lumyn:
             earlier = self._earlier_event(decision_id, event_id, "label", data)
             if earlier is not None:
                 return earlier
+        labels = sum(e.get("type") == "label" for e in self.store.list_events(decision_id))
+        if labels >= MAX_LABELS:
+            raise InvalidEvent(f"a decision takes at most {MAX_LABELS} labels", field="label")
         event = {"event_id": event_id or new_id(), "at": now, "type": "label", "data": data}
         self.store.append_event(decision_id, event, item)
         return event

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lumyn import safe_json
 from lumyn.errors import LumynError
+from lumyn.safe_json import JsonRefused, read_bounded
 
 if TYPE_CHECKING:
     from lumyn.config import LumynConfig
@@ -181,12 +183,13 @@ def fetch_record(decision_id: str, workspace: str, config_path: str | None) -> d
 
 
 def read_text(path: str, *, field: str) -> str:
-    """A UTF-8 text file, or stdin for '-'."""
-    if path == "-":
-        return sys.stdin.read()
-    target = Path(path)
+    """A UTF-8 text file, or stdin for '-', read with a size cap (devices and pipes too)."""
     try:
-        return target.read_text(encoding="utf-8")
+        if path != "-" and Path(path).is_dir():
+            raise IsADirectoryError(path)
+        return read_bounded(path).decode("utf-8")
+    except JsonRefused as exc:
+        raise CliError(exc.reason_code, exc.message, field=field) from None
     except FileNotFoundError:
         raise CliError("FILE_NOT_FOUND", f"{path} does not exist", field=field) from None
     except IsADirectoryError:
@@ -204,7 +207,9 @@ def read_json(path: str, *, field: str) -> Any:
     if not text.strip():
         raise CliError("INVALID_JSON", f"{name} is empty (expected a JSON object)", field=field)
     try:
-        return json.loads(text)
+        return safe_json.loads(text)
+    except JsonRefused as exc:
+        raise CliError(exc.reason_code, f"{name}: {exc.message}", field=field) from None
     except ValueError as exc:
         raise CliError("INVALID_JSON", f"{name} is not valid JSON: {exc}", field=field) from None
 

@@ -14,6 +14,9 @@ from typing import Any
 WEIGHTS = {"action": 1.0, "currency": 1.0, "amount": 2.0, "tag": 1.5, "target": 1.0, "ev": 1.0}
 AMOUNT_EDGES = (10, 25, 50, 100, 200, 500, 1000, 5000)
 MAX_VALUE_LEN = 64
+# Tag and evidence tokens kept per request (the first in sorted order): one request with
+# 55,000 evidence keys must not become a 55,000-token memory item indexed on every label.
+MAX_OPEN_FEATURES = 48
 
 
 def token_weight(token: str) -> float:
@@ -44,9 +47,10 @@ def memory_features(request: Mapping[str, Any], amount_usd: float | None) -> tup
         value = amount_usd if amount_usd is not None else amount.get("value")
         if isinstance(value, int | float) and not isinstance(value, bool):
             tokens.add("amount:" + amount_bucket(abs(float(value))))
+    open_tokens: set[str] = set()
     for tag in action.get("tags") or ():
         if isinstance(tag, str) and 0 < len(tag) <= MAX_VALUE_LEN:
-            tokens.add("tag:" + tag)
+            open_tokens.add("tag:" + tag)
     system = (action.get("target") or {}).get("system")
     if isinstance(system, str) and system:
         tokens.add("target:" + system[:MAX_VALUE_LEN])
@@ -55,7 +59,9 @@ def memory_features(request: Mapping[str, Any], amount_usd: float | None) -> tup
             continue
         kind = type(value)
         if kind is bool:
-            tokens.add(f"ev:{key}={'true' if value else 'false'}")
+            open_tokens.add(f"ev:{key}={'true' if value else 'false'}")
         elif (kind is str or isinstance(value, str)) and 0 < len(value) <= MAX_VALUE_LEN:
-            tokens.add(f"ev:{key}={value}")
-    return tuple(sorted(tokens))
+            open_tokens.add(f"ev:{key}={value}")
+    if len(open_tokens) > MAX_OPEN_FEATURES:
+        open_tokens = set(sorted(open_tokens)[:MAX_OPEN_FEATURES])
+    return tuple(sorted(tokens | open_tokens))

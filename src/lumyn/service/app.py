@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from lumyn.config import LumynConfig
 from lumyn.engine.normalize import tenant_of
 from lumyn.errors import LumynError
+from lumyn.safe_json import JsonRefused, check_keys
 from lumyn.sdk import Lumyn
 from lumyn.service import docs_page
 from lumyn.service import openapi as oa
@@ -101,10 +102,14 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
             raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json",
                            field="Content-Type")
         try:
-            return orjson.loads(body)
+            value = orjson.loads(body)
+            check_keys(body, value)  # no repeated keys, a bounded key count (safe_json)
         except orjson.JSONDecodeError as exc:
             raise ApiError(400, "INVALID_JSON", f"body is not valid JSON: {exc}",
                            field="(body)") from None
+        except JsonRefused as exc:
+            raise ApiError(400, exc.reason_code, exc.message, field="(body)") from None
+        return value
 
     @app.post(
         "/v0/decide",
