@@ -125,10 +125,12 @@ def replay(
     policy: Annotated[str | None, typer.Option("--policy", help="What would this policy file have "
                                                "decided? Shows the difference; exit 0.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="The replay report as JSON.")] = False,
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    config: Config = None,
 ) -> None:
     from lumyn.cli.ops import cmd_replay
 
-    _run(cmd_replay, pack, markdown, policy, json_output)
+    _run(cmd_replay, pack, markdown, policy, json_output, workspace, config)
 
 
 @app.command(help=summary("label"))

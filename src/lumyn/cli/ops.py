@@ -6,6 +6,7 @@ LumynError and turned into one stderr line by `common.guarded`.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from lumyn.cli.common import (
     out,
     read_json,
     read_text,
+    sqlite_path,
     workspace_config,
     write_file,
     ws_flag,
@@ -208,12 +210,23 @@ def cmd_label(decision_id: str, label: str, summary: str | None, workspace: str,
 # -- replay -------------------------------------------------------------------------------------
 
 
-def cmd_replay(pack: str, markdown: bool, policy: str | None, as_json: bool) -> int:
+def cmd_replay(pack: str, markdown: bool, policy: str | None, as_json: bool,
+               workspace: str = DEFAULT_WORKSPACE, config_path: str | None = None) -> int:
     from lumyn.cli.render import replay_markdown, replay_text
-    from lumyn.packs import replay_pack
+    from lumyn.pack_vs_store import NOT_IN_STORE, compare_with_store
+    from lumyn.packs import read_pack, replay_files
 
     policy_text = read_text(policy, field="--policy") if policy else None
-    report = replay_pack(pack, policy_text=policy_text, policy_source=policy or "other policy")
+    files, problems = read_pack(pack)
+    report = replay_files(files, source=pack, layout_problems=problems, policy_text=policy_text,
+                          policy_source=policy or "other policy")
+    config = workspace_config(workspace, config_path)
+    path = sqlite_path(config)
+    if path is None or path.exists():  # the workspace's record is the reference, when there
+        with contextlib.closing(open_existing_store(config, workspace)) as store:
+            compare_with_store(report, files, store)
+    else:
+        report.notes.append(NOT_IN_STORE)
     if as_json:
         emit_json(report.as_dict())
     else:
