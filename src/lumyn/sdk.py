@@ -31,7 +31,7 @@ from lumyn.store.base import WriteOutcome
 
 EVENT_TYPES = ("outcome", "label", "note", "override")
 MAX_SUMMARY = 2000
-MAX_LABELS = 20  # per decision: each label is a memory item every later decide may score
+MAX_LABELS = 100  # per decision: each label is a memory item every later decide may score
 MAX_CACHED = 8  # Lumyn instances decide() keeps, one per configuration, least recently used out
 
 
