@@ -62,6 +62,8 @@ class Client:
         self.signing_scheme = signing_scheme
         self.tenant_key = tenant_key
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._write_second = ""  # the timestamp of the signed POSTs below (see _headers)
+        self._signed_writes: set[str] = set()
 
     # -- the Lumyn methods --------------------------------------------------------------------------
 
@@ -147,9 +149,20 @@ class Client:
                 headers["x-lumyn-signature"] = body_signature(self.signing_secret, raw)
             else:
                 stamp = str(int(time.time()))
+                signature = v1_signature(self.signing_secret, stamp, method, path, raw)
+                if method == "POST":
+                    # The service accepts a signed write once (a replay cache): the same
+                    # write again within the same second waits for a new timestamp.
+                    if self._write_second != stamp:
+                        self._write_second, self._signed_writes = stamp, set()
+                    if signature in self._signed_writes:
+                        time.sleep(max(0.0, int(stamp) + 1 - time.time()))
+                        stamp = str(int(time.time()))
+                        signature = v1_signature(self.signing_secret, stamp, method, path, raw)
+                        self._write_second, self._signed_writes = stamp, set()
+                    self._signed_writes.add(signature)
                 headers["x-lumyn-timestamp"] = stamp
-                headers["x-lumyn-signature"] = v1_signature(self.signing_secret, stamp, method,
-                                                            path, raw)
+                headers["x-lumyn-signature"] = signature
         return headers
 
     def _ok(self, status: int, body: Any) -> dict[str, Any]:
