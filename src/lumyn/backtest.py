@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import queue
 import re
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -220,44 +218,6 @@ def scan(store: Scannable, scope: Scope, page: int = PAGE) -> Iterator[list[tupl
         after = rows[-1][0]
 
 
-def prefetched(pages: Iterator[list[tuple[str, bytes]]],
-               depth: int = 2) -> Iterator[list[tuple[str, bytes]]]:
-    """`pages`, read by a helper thread up to `depth` pages ahead: the store's query runs
-    (without the GIL: sqlite3 and psycopg release it while they wait or walk pages) while
-    this thread evaluates the previous page. At most depth + 2 pages are held."""
-    ahead: queue.Queue[list[tuple[str, bytes]] | BaseException | None] = queue.Queue(depth)
-    stop = threading.Event()
-
-    def put(item: list[tuple[str, bytes]] | BaseException | None) -> bool:
-        while not stop.is_set():
-            try:
-                ahead.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for rows in pages:
-                if not put(rows):
-                    return
-            put(None)
-        except BaseException as exc:  # handed to the consumer, raised there
-            put(exc)
-
-    reader = threading.Thread(target=read, name="lumyn-backtest-reader", daemon=True)
-    reader.start()
-    try:
-        while (item := ahead.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        reader.join()
-
-
 # -- outcomes ----------------------------------------------------------------------------------
 
 
@@ -354,7 +314,7 @@ def _run(store: Scannable, report: DiffReport,
          on_change: Callable[[Change], None] | None,
          on_progress: Callable[[int], None] | None, page: int) -> DiffReport:
     with _no_cyclic_gc():
-        for rows in prefetched(scan(store, report.scope, page)):
+        for rows in scan(store, report.scope, page):
             report.merge(len(rows), compare_page(rows, other), on_change, on_progress)
     return report
 
