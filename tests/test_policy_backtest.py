@@ -168,7 +168,10 @@ def test_shadow_mode_records_the_shadow_verdict_and_enforces_the_live_one(
         store.close()
     assert report.scanned == 3 and report.compared == 2
     assert report.changed == 1 and report.tightened == 1
-    assert report.transitions[("TRUST", "ESCALATE")].examples == [record["decision_id"]]
+    transition = report.transitions[("TRUST", "ESCALATE")]
+    assert transition.examples == [record["decision_id"]]
+    assert not transition.rules and not transition.rules_no_longer_matching  # not recorded
+    assert dict(transition.reason_codes_added) == {"NO_MATCH_DEFAULT_ESCALATE": 1}
     assert report.policies == {shadow_policy.policy_hash}
 
 

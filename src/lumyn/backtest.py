@@ -101,8 +101,9 @@ class Transition:
         old, new = change.old, change.new
         self.count += 1
         self.rules.update(new.deciding_rules)
-        self.rules_no_longer_matching.update(r for r in old.deciding_rules
-                                             if r not in new.matched_rules and r != "DEFAULT")
+        if new.deciding_rules:  # known: a shadow record keeps only its verdict and codes
+            self.rules_no_longer_matching.update(r for r in old.deciding_rules
+                                                 if r not in new.matched_rules and r != "DEFAULT")
         self.reason_codes_added.update(c for c in new.reason_codes if c not in old.reason_codes)
         self.reason_codes_removed.update(c for c in old.reason_codes if c not in new.reason_codes)
         if len(self.examples) < EXAMPLES:
