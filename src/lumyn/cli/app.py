@@ -259,6 +259,46 @@ def mcp(
     _run(cmd_mcp, map_path, list(ctx.args), url, listen, timeout, workspace, config)
 
 
+@app.command(help=summary("stats"))
+def stats(
+    since: Annotated[str, typer.Option("--since", help="How far back: 30m, 24h, 7d.")] = "24h",
+    by: Annotated[str, typer.Option("--by", help="Group by action_type, tenant or rule.")] = (
+        "action_type"),
+    baseline: Annotated[str | None, typer.Option("--baseline", help="Drift test: compare the "
+                                                 "last --window with this span before it.")] = None,
+    window: Annotated[str, typer.Option("--window", help="The recent span of the drift "
+                                        "test.")] = "1h",
+    fail_on_drift: Annotated[bool, typer.Option("--fail-on-drift", help="Exit 1 when drift "
+                                                "is flagged.")] = False,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    action_type: Annotated[str | None, typer.Option("--action-type", help="Only this action "
+                                                    "type.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    config: Config = None,
+) -> None:
+    from lumyn.cli.stats import cmd_stats
+
+    _run(cmd_stats, since, by, baseline, window, json_output, fail_on_drift, tenant, action_type,
+         workspace, config)
+
+
+@app.command(help=summary("monitor"))
+def monitor(
+    since: Annotated[str, typer.Option("--since", help="Start with decisions this recent.")] = "5m",
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between polls.")] = 0.5,
+    duration: Annotated[float | None, typer.Option("--duration", help="Stop after this many "
+                                                   "seconds (default: until Ctrl-C).")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per decision.")] = False,
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    config: Config = None,
+) -> None:
+    from lumyn.cli.stats import cmd_monitor
+
+    _run(cmd_monitor, since, interval, duration, json_output, tenant, workspace, config)
+
+
 def run_app(args: list[str], prog_name: str = "lumyn") -> int:
     try:
         # Non-standalone so usage errors come back to us and print as one line.

@@ -18,6 +18,8 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("doctor", "Check Python, workspace, database, policy and permissions; --fix repairs."),
     ("serve", "Run the HTTP service (FastAPI); --dry-run prints the effective config."),
     ("mcp", "MCP gateway: decide on an agent's tool calls before a downstream MCP server runs them."),
+    ("stats", "Verdict mix, top reasons and an hourly chart; --baseline tests for drift."),
+    ("monitor", "Live view of decisions as they are written, with counts per verdict."),
 )
 
 APP_HELP = (

@@ -99,7 +99,7 @@ PROGRESS_OVER = 2000  # decisions: smaller scans finish before a bar would be wo
 def cmd_diff(candidate: str | None, shadow: bool, since: str | None, tenant: str | None,
              action_type: str | None, as_json: bool, fail_on_change: bool, fail_on_loosen: bool,
              workspace: str, config_path: str | None) -> int:
-    from lumyn.backtest import Scannable, backtest, shadow_diff, since_bound
+    from lumyn.backtest import backtest, shadow_diff, since_bound
     from lumyn.cli.common import open_existing_store, workspace_config
     from lumyn.policy import PolicyInvalid, load_policy
     from lumyn.store.scan import Scope
@@ -119,8 +119,6 @@ def cmd_diff(candidate: str | None, shadow: bool, since: str | None, tenant: str
     config = workspace_config(workspace, config_path)
     store = open_existing_store(config, workspace)
     try:
-        if not isinstance(store, Scannable):
-            raise CliError("UNSUPPORTED_STORE", f"{config.url} cannot be scanned", field="storage")
         on_change, finish = _json_stream() if as_json else (None, None)
         with _progress(store, scope, enabled=not as_json) as advance:
             if policy is not None:

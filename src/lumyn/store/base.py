@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, Protocol
 
 from lumyn.errors import LumynError
 from lumyn.memory.item import MemoryItem
+from lumyn.store.scan import Scope
 
 SCHEMA_VERSION = 1
 
@@ -127,6 +128,14 @@ class Store(Protocol):
         ...
 
     def list_events(self, decision_id: str) -> list[dict[str, Any]]: ...
+
+    def decisions_page(self, scope: Scope, after_id: str | None,
+                       limit: int) -> list[tuple[str, bytes]]:
+        """Up to `limit` (decision_id, record JSON) in `scope` with ids above `after_id`, by
+        id ascending: one keyset page of a scan (lumyn.store.scan)."""
+        ...
+
+    def count_decisions(self, scope: Scope) -> int: ...
 
     def memory_items_since(
         self, tenant_id: str, action_type: str, after_seq: int
