@@ -15,6 +15,7 @@ from typing import Any
 
 from lumyn.errors import ConfigError
 from lumyn.masking import mask_password
+from lumyn.telemetry.logs import check_settings as check_log_settings
 
 DEFAULT_WORKSPACE = ".lumyn"
 MODES = ("enforce", "advisory")
@@ -36,10 +37,16 @@ _ENV = {
     "body_timeout_s": "LUMYN_BODY_TIMEOUT_S",
     "max_header_bytes": "LUMYN_MAX_HEADER_BYTES",
     "keep_alive_s": "LUMYN_KEEP_ALIVE_S",
+    "log_level": "LUMYN_LOG_LEVEL",
+    "log_format": "LUMYN_LOG_FORMAT",
+    "metrics": "LUMYN_METRICS",
+    "metrics_key": "LUMYN_METRICS_KEY",
+    "tracing": "LUMYN_TRACING",
 }
 # Service limits (docs/service.md): a positive number each; strings from the environment.
 _NUMBERS = {"max_body_bytes": int, "max_connections": int, "header_timeout_s": float,
             "body_timeout_s": float, "max_header_bytes": int, "keep_alive_s": int}
+_FLAGS = ("public_docs", "metrics", "tracing")  # true/false; strings from the environment
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,11 @@ class LumynConfig:
     keep_alive_s: int = 5
     tenant_keys: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False,
                                            hash=False)
+    log_level: str = "INFO"
+    log_format: str = "json"  # "json" or "text" (docs/observability.md)
+    metrics: bool = True  # GET /metrics of the service
+    metrics_key: str | None = field(default=None, repr=False)  # when set, /metrics needs it
+    tracing: bool = False  # OpenTelemetry spans (the otel extra)
 
     def __post_init__(self) -> None:
         if self.mode is not None and self.mode not in MODES:
@@ -84,6 +96,7 @@ class LumynConfig:
             raise ConfigError("top_k must be an integer from 0 to 100", field="top_k")
         if self.signing_scheme not in ("body", "v1"):
             raise ConfigError("signing_scheme must be 'body' or 'v1'", field="signing_scheme")
+        check_log_settings(self.log_level, self.log_format)
 
     @property
     def url(self) -> str:
@@ -114,8 +127,9 @@ class LumynConfig:
             if env.get(var):
                 values[name] = env[var]
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if isinstance(values.get("public_docs"), str):
-            values["public_docs"] = _flag(values["public_docs"], "public_docs")
+        for name in _FLAGS:
+            if isinstance(values.get(name), str):
+                values[name] = _flag(values[name], name)
         for name, kind in _NUMBERS.items():
             if name in values:
                 values[name] = _positive(values[name], name, kind)
@@ -158,6 +172,11 @@ class LumynConfig:
             "body_timeout_s": self.body_timeout_s,
             "max_header_bytes": self.max_header_bytes,
             "keep_alive_s": self.keep_alive_s,
+            "log_level": self.log_level,
+            "log_format": self.log_format,
+            "metrics": ("on, key required" if self.metrics_key else "on") if self.metrics
+            else "off",
+            "tracing": "on" if self.tracing else "off",
         }
 
 

@@ -10,7 +10,7 @@ import atexit
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import orjson
 
@@ -28,6 +28,10 @@ from lumyn.policy import CompiledPolicy, bundled_policy_path, load_policy
 from lumyn.shadow import shadow_extension
 from lumyn.store import DecisionWrite, PolicySnapshot, Store, open_store
 from lumyn.store.base import WriteOutcome
+from lumyn.telemetry.tracing import get_tracer, record_decision, step
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 EVENT_TYPES = ("outcome", "label", "note", "override")
 MAX_SUMMARY = 2000
@@ -77,6 +81,7 @@ class Lumyn:
                        if self.config.shadow_policy_path else None)
         self.store = store or open_store(self.config.url, busy_timeout_ms=self.config.busy_timeout_ms)
         self.memory = MemoryView(self.store)
+        self._tracer = get_tracer() if self.config.tracing else None
         self._snapshot = PolicySnapshot(
             self.policy.policy_hash, self.policy.policy_id, self.policy.policy_version,
             self.policy.text,
@@ -91,14 +96,25 @@ class Lumyn:
         for bad input and IdempotencyConflict for a reused request_id. Never raises for storage
         trouble: returns an ABSTAIN record with STORAGE_UNAVAILABLE instead.
         """
-        admitted = self._admit(request)
+        tracer = self._tracer
+        if tracer is None:
+            return self._decide(request, None)
+        with tracer.start_as_current_span("lumyn.decide") as span:
+            record = self._decide(request, tracer)
+            record_decision(span, record)
+            return record
+
+    def _decide(self, request: Any, tracer: Tracer | None) -> dict[str, Any]:
+        with step(tracer, "validate"):
+            admitted = self._admit(request)
         # A store that checks memory at the write is tried first against the memory already
         # indexed; when memory moved meanwhile nothing was written: catch up, decide again.
         for at_write in (True, False) if self.store.checks_memory_at_write else (False,):
-            prepared = self._prepare(admitted, at_write=at_write)
+            prepared = self._prepare(admitted, at_write=at_write, tracer=tracer)
             if not isinstance(prepared, _Pending):
                 return prepared
-            outcome = self.store.append_decisions([prepared.write])[0]
+            with step(tracer, "commit"):
+                outcome = self.store.append_decisions([prepared.write])[0]
             if isinstance(outcome, bytes):
                 return prepared.result(outcome)
             if isinstance(outcome, StorageUnavailable):
@@ -159,7 +175,7 @@ class Lumyn:
 
     def _prepare(
         self, admitted: Admitted, refreshed: set[tuple[str, str]] | None = None,
-        *, at_write: bool = False,
+        *, at_write: bool = False, tracer: Tracer | None = None,
     ) -> dict[str, Any] | _Pending:
         """Memory lookup and the engine's conclusion: a finished record (dry run, storage
         trouble) or the write to make. `refreshed` collects the memory groups already caught
@@ -170,21 +186,23 @@ class Lumyn:
         memory_seq: int | None = None
         try:
             similarity: Similarity
-            if at_write and not admitted.dry_run:
-                similarity, memory_seq = self.memory.lookup_indexed(*group, admitted.features,
-                                                                    top_k)
-            else:
-                refresh = refreshed is None or group not in refreshed
-                similarity = self.memory.lookup(*group, admitted.features, top_k,
-                                                refresh=refresh)
-                if refreshed is not None:
-                    refreshed.add(group)
+            with step(tracer, "memory"):
+                if at_write and not admitted.dry_run:
+                    similarity, memory_seq = self.memory.lookup_indexed(
+                        *group, admitted.features, top_k)
+                else:
+                    refresh = refreshed is None or group not in refreshed
+                    similarity = self.memory.lookup(*group, admitted.features, top_k,
+                                                    refresh=refresh)
+                    if refreshed is not None:
+                        refreshed.add(group)
         except StorageUnavailable as exc:
             return self._unavailable(admitted, exc)
-        shadow = (None if self.shadow is None else {"shadow": shadow_extension(
-            self.shadow, admitted.request, admitted.tenant_id, similarity)})
-        decided = conclude(self.policy, admitted, similarity, top_k, new_id(), utc_now(),
-                           extensions=shadow)
+        with step(tracer, "evaluate"):
+            shadow = (None if self.shadow is None else {"shadow": shadow_extension(
+                self.shadow, admitted.request, admitted.tenant_id, similarity)})
+            decided = conclude(self.policy, admitted, similarity, top_k, new_id(), utc_now(),
+                               extensions=shadow)
         if decided.row is None:
             return decided.record  # a dry run: nothing to write
         return _Pending(admitted, decided,
