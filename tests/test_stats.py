@@ -23,7 +23,7 @@ from lumyn.contracts.ids import encode_random
 from lumyn.durations import parse_duration
 from lumyn.policy import bundled_policy_path, load_policy
 from lumyn.stats import chi2_sf, drift_test, id_floor, iter_decisions
-from lumyn.store import DecisionRow, PolicySnapshot
+from lumyn.store import DecisionRow, DecisionWrite, PolicySnapshot
 from lumyn.store.base import Store
 
 ABSTAIN = {"payment_instrument_risk": "high"}
@@ -45,7 +45,9 @@ def backdate(store: Store, record: dict[str, Any], when: datetime, n: int) -> No
     copy["decision_id"] = id_floor(when)[:10] + encode_random(n + 1)
     copy["created_at"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
     body = canonical_bytes(copy)
-    store.append_decision(DecisionRow.from_record(copy, "acme", body), None, snapshot)
+    [stored] = store.append_decisions(
+        [DecisionWrite(DecisionRow.from_record(copy, "acme", body), None, snapshot)])
+    assert stored == body
 
 
 def test_chi_square_tail_matches_known_critical_values() -> None:
