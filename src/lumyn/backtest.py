@@ -16,20 +16,21 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import orjson
 
+from lumyn.durations import match_duration
 from lumyn.engine.evaluate import evaluate
 from lumyn.engine.features import build_facts
 from lumyn.engine.normalize import tenant_of
 from lumyn.errors import LumynError
 from lumyn.policy.model import PRECEDENCE, CompiledPolicy
+from lumyn.store.base import Store
 from lumyn.store.scan import Scope
 
 EVERYTHING = Scope()
@@ -39,16 +40,6 @@ EXAMPLES = 5  # example decision ids kept per transition
 
 class ScopeInvalid(LumynError):
     reason_code = "INVALID_ARGUMENT"
-
-
-@runtime_checkable
-class Scannable(Protocol):
-    """What a backtest needs of a store (both backends provide it)."""
-
-    def decisions_page(self, scope: Scope, after_id: str | None,
-                       limit: int) -> list[tuple[str, bytes]]: ...
-
-    def count_decisions(self, scope: Scope) -> int: ...
 
 
 class Outcome(NamedTuple):
@@ -184,18 +175,14 @@ class DiffReport:
 
 # -- scope -------------------------------------------------------------------------------------
 
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
 def since_bound(since: str | None, now: datetime | None = None) -> str | None:
     """`7d`, `12h`, `30m`, `2w` (before now) or an RFC 3339 date/time, as a created_at bound."""
     if since is None:
         return None
     now = now or datetime.now(UTC)
-    match = _DURATION.match(since.strip())
-    if match:
-        moment = now - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    span = match_duration(since)
+    if span is not None:
+        moment = now - span
     else:
         try:
             moment = datetime.fromisoformat(since.strip().replace("Z", "+00:00"))
@@ -208,7 +195,7 @@ def since_bound(since: str | None, now: datetime | None = None) -> str | None:
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
 
-def scan(store: Scannable, scope: Scope, page: int = PAGE) -> Iterator[list[tuple[str, bytes]]]:
+def scan(store: Store, scope: Scope, page: int = PAGE) -> Iterator[list[tuple[str, bytes]]]:
     """The decisions in scope, a page at a time, oldest first."""
     after: str | None = None
     while True:
@@ -310,7 +297,7 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _run(store: Scannable, report: DiffReport,
+def _run(store: Store, report: DiffReport,
          other: Callable[[dict[str, Any]], Answer | None],
          on_change: Callable[[Change], None] | None,
          on_progress: Callable[[int], None] | None, page: int) -> DiffReport:
@@ -320,7 +307,7 @@ def _run(store: Scannable, report: DiffReport,
     return report
 
 
-def backtest(store: Scannable, candidate: CompiledPolicy, scope: Scope = EVERYTHING, *,
+def backtest(store: Store, candidate: CompiledPolicy, scope: Scope = EVERYTHING, *,
              on_change: Callable[[Change], None] | None = None,
              on_progress: Callable[[int], None] | None = None, page: int = PAGE) -> DiffReport:
     """What the candidate policy would have decided on every stored decision in scope."""
@@ -329,7 +316,7 @@ def backtest(store: Scannable, candidate: CompiledPolicy, scope: Scope = EVERYTH
                 on_change, on_progress, page)
 
 
-def shadow_diff(store: Scannable, scope: Scope = EVERYTHING, *,
+def shadow_diff(store: Store, scope: Scope = EVERYTHING, *,
                 on_change: Callable[[Change], None] | None = None,
                 on_progress: Callable[[int], None] | None = None,
                 page: int = PAGE) -> DiffReport:
