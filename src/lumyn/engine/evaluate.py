@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from lumyn.policy.conditions import Facts, present
+from lumyn.policy.conditions import MISSING, Facts, evidence_at, present
 from lumyn.policy.model import PRECEDENCE, CompiledPolicy, CompiledRule, Query
 
 
@@ -19,10 +19,15 @@ class Evaluation(NamedTuple):
 
 
 def missing_evidence(policy: CompiledPolicy, facts: Facts) -> tuple[str, ...]:
-    """Keys of required_evidence for this action type that are absent, null or ""."""
+    """Keys of required_evidence for this action type that are absent, null or "". A dotted
+    key reaches into nested objects, as the condition path `evidence.<key>` does."""
     required = policy.required_evidence.get(str(facts.get("action.type")), ())
     evidence = facts["evidence"]
-    return tuple(key for key in required if not present(evidence.get(key)))
+    return tuple(
+        key for key in required
+        if not present(evidence.get(key, MISSING) if "." not in key
+                       else evidence_at(evidence, tuple(key.split("."))))
+    )
 
 
 def _narrowed_queries(rule: CompiledRule, missing: tuple[str, ...]) -> tuple[Query, ...]:

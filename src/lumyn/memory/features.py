@@ -54,14 +54,26 @@ def memory_features(request: Mapping[str, Any], amount_usd: float | None) -> tup
     system = (action.get("target") or {}).get("system")
     if isinstance(system, str) and system:
         tokens.add("target:" + system[:MAX_VALUE_LEN])
-    for key, value in (request.get("evidence") or {}).items():
-        if len(key) > MAX_VALUE_LEN or "=" in key:
-            continue
-        kind = type(value)
-        if kind is bool:
-            open_tokens.add(f"ev:{key}={'true' if value else 'false'}")
-        elif (kind is str or isinstance(value, str)) and 0 < len(value) <= MAX_VALUE_LEN:
-            open_tokens.add(f"ev:{key}={value}")
+    _evidence_tokens(request.get("evidence") or {}, open_tokens)
     if len(open_tokens) > MAX_OPEN_FEATURES:
         open_tokens = set(sorted(open_tokens)[:MAX_OPEN_FEATURES])
     return tuple(sorted(tokens | open_tokens))
+
+
+def _evidence_tokens(evidence: Mapping[str, Any], tokens: set[str]) -> None:
+    """`ev:<key>=<value>` for categorical values (strings, booleans). Nested objects give
+    dotted keys (`ev:address.country=US`), the paths conditions and required_evidence use."""
+    stack: list[tuple[str, Mapping[str, Any]]] = [("", evidence)]
+    while stack:
+        prefix, node = stack.pop()
+        for name, value in node.items():
+            key = prefix + name
+            if len(key) > MAX_VALUE_LEN or "=" in key:
+                continue
+            kind = type(value)
+            if kind is bool:
+                tokens.add(f"ev:{key}={'true' if value else 'false'}")
+            elif (kind is str or isinstance(value, str)) and 0 < len(value) <= MAX_VALUE_LEN:
+                tokens.add(f"ev:{key}={value}")
+            elif kind is dict:
+                stack.append((key + ".", value))

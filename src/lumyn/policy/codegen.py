@@ -15,20 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from lumyn.policy.conditions import MISSING, Facts, is_number, same, split_key
+from lumyn.policy.conditions import MISSING, Facts, evidence_at, is_number, same, split_key
 
 Matcher = Callable[[Facts], tuple[Any, ...]]  # one truthy or falsy value per rule
 
 _NUMERIC = {"_gt": ">", "_gte": ">=", "_lt": "<", "_lte": "<="}
-
-
-def _nested(evidence: dict[str, Any], keys: tuple[str, ...]) -> Any:
-    value: Any = evidence
-    for part in keys:
-        if not isinstance(value, dict) or part not in value:
-            return MISSING
-        value = value[part]
-    return value
 
 
 def _same_any(value: Any, options: tuple[Any, ...]) -> bool:
@@ -137,7 +128,7 @@ def build_matcher(rules: list[dict[str, Any]], thresholds: dict[str, float]) -> 
     lines.extend(f"        {source.rule(rule, thresholds)}," for rule in rules)
     lines.append("    )")
     namespace: dict[str, Any] = {
-        "M": MISSING, "same": same, "is_number": is_number, "_nested": _nested,
+        "M": MISSING, "same": same, "is_number": is_number, "_nested": evidence_at,
         "_same_any": _same_any, "_contains": _contains, **source.constants,
     }
     exec(compile("\n".join(lines), "<lumyn policy>", "exec"), namespace)

@@ -173,6 +173,16 @@ def _semantic_problems(data: dict[str, Any], loaded: LoadedYaml) -> list[Problem
                         key=f"required_evidence.{action_type}",
                     )
                 )
+            keys = required[action_type]
+            for i, key in enumerate(keys if isinstance(keys, list) else []):
+                if isinstance(key, str) and key and not path_known(f"evidence.{key}"):
+                    problems.append(
+                        Problem(
+                            f"'{key}' is not an evidence key (dotted keys need a name between dots)",
+                            line=loaded.line_of(("required_evidence", action_type, i)),
+                            key=f"required_evidence.{action_type}",
+                        )
+                    )
 
     rules = data.get("rules")
     if not isinstance(rules, list):

@@ -53,6 +53,18 @@ def path_known(path: str) -> bool:
     return False
 
 
+def evidence_at(evidence: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    """The value at a dotted evidence path (`address.country` -> ("address", "country")),
+    walking nested objects; MISSING when any step is absent or not an object. Condition
+    paths, required_evidence and memory features all read evidence this one way."""
+    value: Any = evidence
+    for part in keys:
+        if not isinstance(value, dict) or part not in value:
+            return MISSING
+        value = value[part]
+    return value
+
+
 def make_getter(path: str) -> Getter:
     if path.startswith("evidence."):
         keys = tuple(path[len("evidence.") :].split("."))
@@ -65,12 +77,7 @@ def make_getter(path: str) -> Getter:
             return get_one
 
         def get_nested(facts: Facts) -> Any:
-            value: Any = facts["evidence"]
-            for part in keys:
-                if not isinstance(value, dict) or part not in value:
-                    return MISSING
-                value = value[part]
-            return value
+            return evidence_at(facts["evidence"], keys)
 
         return get_nested
 
