@@ -135,3 +135,43 @@ def test_pack_loads(pack: str) -> None:
     from lumyn.policy import load_policy
 
     load_policy(str(BUNDLED / PACK_FILES[pack]))
+
+
+# The reason codes of the seed's release: teams alert and branch on them, so a pack keeps them.
+# Rules the seed's packs lack keep their own codes (the second set).
+SEED_CODES = {
+    "support": {
+        "MISSING_EVIDENCE_REFUND", "MISSING_EVIDENCE_CREDIT", "MISSING_EVIDENCE_CLOSE_TICKET",
+        "MISSING_EVIDENCE_UPDATE_TICKET", "MISSING_EVIDENCE_CHANGE_PLAN",
+        "MISSING_EVIDENCE_RESET_PASSWORD", "MISSING_FX_RATE", "PAYMENT_INSTRUMENT_HIGH_RISK",
+        "ACCOUNT_TAKEOVER_RISK_BLOCK", "CHARGEBACK_RISK_BLOCK", "REFUND_OVER_ESCALATION_LIMIT",
+        "REFUND_REPEAT_CUSTOMER", "CHARGEBACK_RISK_ESCALATE", "NEW_CUSTOMER_REFUND_ESCALATE",
+        "FAILURE_MEMORY_SIMILAR_ESCALATE", "MANUAL_APPROVAL_PRESENT_ESCALATE",
+        "REFUND_SMALL_LOW_RISK", "CREDIT_SMALL", "CLOSE_TICKET_OK", "UPDATE_TICKET_OK",
+    },
+    "account": {"MISSING_EVIDENCE_CHANGE_EMAIL", "CHANGE_EMAIL_TAKEOVER_RISK_BLOCK",
+                "MANUAL_APPROVAL_PRESENT_ESCALATE", "CHANGE_EMAIL_OK"},
+    "billing": {"MISSING_EVIDENCE_APPROVE_SPEND", "SPEND_OVER_APPROVAL_LIMIT", "SPEND_SMALL_OK"},
+}
+OWN_CODES = {
+    "support": {"AMOUNT_REQUIRED", "PLAN_CHANGE_STANDARD", "PASSWORD_RESET_STANDARD"},
+    "account": {"FAILURE_MEMORY_SIMILAR_ESCALATE"},
+    "billing": {"FX_RATE_REQUIRED", "AMOUNT_REQUIRED", "FAILURE_MEMORY_SIMILAR_ESCALATE"},
+}
+
+
+@pytest.mark.parametrize("pack", list(PACK_FILES))
+def test_packs_use_the_seeds_stable_reason_codes(pack: str) -> None:
+    data = yaml.safe_load((BUNDLED / PACK_FILES[pack]).read_text(encoding="utf-8"))
+    codes = {code for rule in data["rules"] for code in rule["then"]["reason_codes"]}
+    assert codes == SEED_CODES[pack] | OWN_CODES[pack]
+    assert data["defaults"]["default_reason_code"] == DEFAULT_CODE
+    reached = {c for p, _, v in VECTORS if p == pack for c in v["expected"]["reason_codes"]}
+    assert SEED_CODES[pack] <= reached, "every stable code has a golden vector"
+
+
+def test_docs_list_every_packs_reason_codes() -> None:
+    text = (REPO / "docs" / "policy_packs.md").read_text(encoding="utf-8")
+    for pack in PACK_FILES:
+        for code in SEED_CODES[pack] | OWN_CODES[pack]:
+            assert f"`{code}`" in text, (pack, code)
