@@ -100,7 +100,7 @@ def test_decide_show_explain_label_roundtrip(tmp_path: Path) -> None:
 
     shown = cli("show", decision_id)
     assert shown.exit_code == 0
-    assert json.loads(shown.stdout) == record
+    assert json.loads(shown.stdout) == {**record, "decision_event_log": []}
 
     labeled = cli("label", decision_id, "--label", "failure", "--summary", "Bad outcome in prod")
     assert labeled.exit_code == 0, labeled.stderr

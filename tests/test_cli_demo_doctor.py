@@ -86,16 +86,39 @@ def test_story_uses_a_fresh_tenant_each_run(tmp_path: Path) -> None:
     assert json.loads(cli("show", before).stdout)["verdict"] == "TRUST"
 
 
-def test_story_uses_the_bundled_support_pack_even_in_another_workspace(tmp_path: Path) -> None:
+def _decision_count(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM decisions").fetchone()[0])
+
+
+@pytest.mark.parametrize("story", [True, False])
+def test_demo_leaves_a_workspace_with_another_policy_untouched(tmp_path: Path, story: bool) -> None:
+    """`init`'s own hint for the billing pack is `lumyn demo --story --workspace .lumyn-billing`:
+    the support refunds go to a separate demo workspace, and the output says so."""
     assert cli("init", "--workspace", ".lumyn-billing", "--policy-template", "billing").exit_code == 0
-    result = cli("demo", "--story", "--workspace", ".lumyn-billing")
+    billing_db = tmp_path / ".lumyn-billing" / "lumyn.db"
+    result = cli("demo", *(["--story"] if story else []), "--workspace", ".lumyn-billing")
     assert result.exit_code == 0, result.stderr
-    assert "--workspace .lumyn-billing" in result.stdout  # suggested commands target it
-    _, after = _story_ids(result.stdout)
-    shown = json.loads(cli("show", after, "--workspace", ".lumyn-billing").stdout)
-    assert shown["policy"]["policy_id"] == "lumyn-support"
-    # The workspace's own policy was left alone.
+    said = result.stdout if story else result.stderr
+    assert "lumyn-billing, which the demo's support refunds do not fit" in said
+    assert "separate demo workspace .lumyn-billing/demo" in said
+    assert "--workspace .lumyn-billing/demo" in (result.stdout + result.stderr)  # next commands
+    assert _decision_count(billing_db) == 0
+    assert _decision_count(tmp_path / ".lumyn-billing" / "demo" / "lumyn.db") > 0
+    if story:
+        _, after = _story_ids(result.stdout)
+        shown = json.loads(cli("show", after, "--workspace", ".lumyn-billing/demo").stdout)
+        assert shown["policy"]["policy_id"] == "lumyn-support"
     assert "lumyn-billing" in (tmp_path / ".lumyn-billing" / "policy.yml").read_text()
+
+
+def test_demo_uses_a_support_workspace_itself(tmp_path: Path) -> None:
+    assert cli("init", "--workspace", "ws").exit_code == 0
+    result = cli("demo", "--story", "--workspace", "ws")
+    assert result.exit_code == 0, result.stderr
+    assert "note:" not in result.stdout
+    assert _decision_count(tmp_path / "ws" / "lumyn.db") == 2
+    assert not (tmp_path / "ws" / "demo").exists()
 
 
 def test_story_fails_loudly_when_compounding_cannot_happen(monkeypatch: pytest.MonkeyPatch) -> None:

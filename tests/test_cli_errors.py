@@ -121,8 +121,8 @@ def test_bad_label(workspace: Path, tmp_path: Path) -> None:
     line = assert_one_line_error(_fails("label", record["decision_id"], "--label", "oops"),
                                  "INVALID_EVENT", "failure, success, near_miss")
     assert "label" in line
-    events = json.loads(cli("show", record["decision_id"]).stdout).get("decision_event_log")
-    assert events is None  # nothing was appended
+    events = json.loads(cli("show", record["decision_id"]).stdout)["decision_event_log"]
+    assert events == []  # nothing was appended
 
 
 def test_reading_commands_never_create_a_missing_workspace(tmp_path: Path) -> None:

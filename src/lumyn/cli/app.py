@@ -221,12 +221,23 @@ def doctor(
     _run(cmd_doctor, fix, workspace, config)
 
 
+def _checked_host(value: str) -> str:
+    from lumyn.cli.ops import host_problem
+
+    problem = host_problem(value)
+    if problem:
+        raise typer.BadParameter(problem)
+    return value
+
+
 @app.command(help=summary("serve"))
 def serve(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the effective configuration "
                                           "as JSON and exit.")] = False,
-    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind (IP address or host "
+                                      "name).", callback=_checked_host)] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on (1-65535).",
+                                      min=1, max=65535)] = 8000,
     workspace: Workspace = DEFAULT_WORKSPACE,
     config: Config = None,
 ) -> None:

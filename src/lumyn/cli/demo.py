@@ -1,8 +1,10 @@
 """`lumyn demo` and `lumyn demo --story`: real decisions, stored in the workspace.
 
-Both always use the bundled support pack (so the story is the same everywhere) and a fresh
-demo tenant per run (`demo-<ulid>`), so Experience Memory from earlier runs never leaks in and
-the printed decision ids can be shown, explained, exported and replayed afterwards.
+Both use the bundled support pack (so the story is the same everywhere): in the workspace when
+its policy is that pack, in WORKSPACE/demo when it has another (the demo never writes support
+refunds into a billing workspace). A fresh demo tenant per run (`demo-<ulid>`) keeps Experience
+Memory from earlier runs out, and the printed decision ids can be shown, explained, exported
+and replayed afterwards.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lumyn.cli.common import (
+    DB_FILE,
+    POLICY_FILE,
     CliError,
     emit_json,
     ensure_writable,
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
     from lumyn.sdk import Lumyn
 
 FAILURE_CODE = "FAILURE_MEMORY_SIMILAR_ESCALATE"
+SUPPORT_POLICY_ID = "lumyn-support"
+DEMO_SUBDIR = "demo"
 STORY_LABEL_SUMMARY = "Refund went to a stolen card; chargeback two days later (demo)"
 
 
@@ -82,21 +88,38 @@ def demo_requests(tenant: str) -> list[dict[str, Any]]:
     ]
 
 
-def _demo_lumyn(workspace: str, config_path: str | None) -> Lumyn:
-    """A Lumyn on the workspace's storage with the bundled support pack; creates the workspace
-    (database + starter policy.yml) when it does not exist yet."""
+def _demo_lumyn(workspace: str, config_path: str | None) -> tuple[Lumyn, str, str | None]:
+    """A Lumyn with the bundled support pack, the workspace it stores into and, when that is
+    not WORKSPACE itself, a line saying why.
+
+    The demo's refunds fit a workspace whose policy is the support pack (or that has no
+    policy yet: it gets the pack, as `lumyn init` would). A workspace with another policy
+    (billing, account, its own) is left untouched: the demo uses WORKSPACE/demo instead."""
     from lumyn.cli.ops import template_text, write_policy
-    from lumyn.policy import bundled_policy_path
+    from lumyn.cli.samples import write_example
+    from lumyn.policy import bundled_policy_path, load_policy
     from lumyn.sdk import Lumyn
 
     ws = Path(workspace)
-    if not ws.exists():
-        _, text, _ = template_text("support")
-        write_policy(ws, text, force=False)
+    note = None
     config = workspace_config(workspace, config_path)
+    if config.policy_path and Path(config.policy_path).exists():
+        policy_id = load_policy(config.policy_path).policy_id
+        if policy_id != SUPPORT_POLICY_ID:
+            demo_ws = ws / DEMO_SUBDIR
+            note = (f"{ws}'s policy is {policy_id}, which the demo's support refunds do not fit: "
+                    f"they go to the separate demo workspace {demo_ws}")
+            ws, workspace = demo_ws, str(demo_ws)
+            # Its own SQLite file, whatever storage the workspace is configured with.
+            config = workspace_config(workspace, config_path).with_overrides(
+                storage_url="sqlite:///" + str(demo_ws / DB_FILE))
+    if not (ws / POLICY_FILE).exists() and not config.policy_path:
+        _, text, policy = template_text("support")
+        write_policy(ws, text, force=False)
+        write_example(ws, policy)
     ensure_writable(config, workspace)
     store_config = config.with_overrides(policy_path=str(bundled_policy_path()))
-    return Lumyn(store_config)
+    return Lumyn(store_config), workspace, note
 
 
 def _tenant() -> str:
@@ -118,9 +141,12 @@ def cmd_demo(story: bool, workspace: str, config_path: str | None) -> int:
     if story:
         return cmd_story(workspace, config_path)
     tenant = _tenant()
-    with _demo_lumyn(workspace, config_path) as lumyn:
+    lumyn, workspace, note = _demo_lumyn(workspace, config_path)
+    with lumyn:
         records = [_decide(lumyn, request) for request in demo_requests(tenant)]
     emit_json(records)
+    if note:
+        err(note)
     flag = ws_flag(workspace)
     err(f"{len(records)} demo decisions stored under tenant {tenant} in {lumyn.store.url}: "
         + ", ".join(f"{r['verdict']} {r['decision_id']}" for r in records))
@@ -143,7 +169,8 @@ def cmd_story(workspace: str, config_path: str | None) -> int:
                                    amount=12.0)
     second_request = refund_request(tenant, ticket="ZD-1077", order="82790", customer="C-17",
                                     amount=14.0)
-    with _demo_lumyn(workspace, config_path) as lumyn:
+    lumyn, workspace, note = _demo_lumyn(workspace, config_path)
+    with lumyn:
         before = _decide(lumyn, first_request)
         label = lumyn.label(before["decision_id"], "failure", STORY_LABEL_SUMMARY)
         after = _decide(lumyn, second_request)
@@ -164,6 +191,8 @@ def cmd_story(workspace: str, config_path: str | None) -> int:
 
     out("Lumyn demo: Experience Memory compounding")
     out(f"  tenant {tenant}, store {url}, policy lumyn-support (bundled)")
+    if note:
+        out(f"  note: {note}")
     out("")
     out(f"1. A $12 refund with complete evidence and low risk signals is decided: "
         f"{before['verdict']}")

@@ -2,8 +2,10 @@
 
 Checks: Python version, configuration, workspace directory, write permission, policy
 (present and valid), database (present, integrity, tables, schema version). `--fix` creates a
-missing workspace, a missing policy.yml (bundled support pack) and a missing database or
-tables (`store.ensure_schema()`); it never overwrites or deletes anything that exists.
+missing workspace, a missing policy.yml (bundled support pack), a missing sample request
+(examples/request.json, as `init` leaves) and a missing database or tables
+(`store.ensure_schema()`); it never overwrites or deletes anything that exists. An invalid
+policy is not fixable: the summary points at `lumyn policy validate` instead.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lumyn.cli.common import POLICY_FILE, err, out, sqlite_path, workspace_config, ws_flag
+from lumyn.cli.common import POLICY_FILE, err_one_line, out, sqlite_path, workspace_config, ws_flag
 from lumyn.cli.render import table
+from lumyn.cli.samples import EXAMPLE_FILE, write_example
 from lumyn.errors import LumynError
 from lumyn.version import __version__
 
@@ -32,6 +35,8 @@ class Doctor:
     workspace: str
     fix: bool
     rows: list[tuple[str, str, str]] = field(default_factory=list)
+    # Failures `--fix` cannot repair, with what to run instead (printed in the summary line).
+    other_remedies: list[str] = field(default_factory=list)
 
     def ok(self, name: str, detail: str) -> None:
         self.rows.append(("ok", name, detail))
@@ -39,8 +44,10 @@ class Doctor:
     def fixed(self, name: str, detail: str) -> None:
         self.rows.append(("fixed", name, detail))
 
-    def fail(self, name: str, detail: str) -> None:
+    def fail(self, name: str, detail: str, *, remedy: str | None = None) -> None:
         self.rows.append(("FAIL", name, detail))
+        if remedy:
+            self.other_remedies.append(remedy)
 
     def warn(self, name: str, detail: str) -> None:
         self.rows.append(("warn", name, detail))
@@ -65,8 +72,10 @@ def cmd_doctor(fix: bool, workspace: str, config_path: str | None) -> int:
     out(table([list(row) for row in doc.rows]))
     flag = ws_flag(workspace)
     if doc.failures:
-        hint = "" if fix else f" Run `lumyn doctor --fix{flag}` to repair what can be repaired."
-        err(f"UNHEALTHY: {doc.failures} problem(s) found.{hint}")
+        hints = list(doc.other_remedies)
+        if not fix and doc.failures > len(doc.other_remedies):
+            hints.insert(0, f"Run `lumyn doctor --fix{flag}` to repair what can be repaired.")
+        err_one_line(" ".join([f"UNHEALTHY: {doc.failures} problem(s) found.", *hints]))
         return 1
     out(f"Healthy. Next: lumyn demo --story{flag}")
     return 0
@@ -146,12 +155,20 @@ def _check_policy(doc: Doctor, config: LumynConfig, config_path: str | None) -> 
         policy = load_policy(target)
     except PolicyInvalid as exc:
         first = exc.lines()[0] if exc.problems else exc.message
+        validate = f"lumyn policy validate{ws_flag(doc.workspace)}"
         doc.fail("policy", f"{len(exc.problems)} problem(s), first: {first} "
-                           f"(see: lumyn policy validate{ws_flag(doc.workspace)}; not fixed "
-                           "automatically)")
+                           f"(see: {validate}; not fixed automatically)",
+                 remedy=f"The policy needs editing (--fix cannot repair it); `{validate}` lists "
+                        f"every problem, the first: {first}")
         return
     doc.ok("policy", f"{target}: {policy.policy_id} {policy.policy_version}, {len(policy.rules)} "
                      f"rules, {policy.policy_hash}")
+    example = Path(doc.workspace) / EXAMPLE_FILE
+    if doc.fix and Path(doc.workspace).is_dir() and not example.exists():
+        try:
+            doc.fixed("example", write_example(Path(doc.workspace), policy) + " (a sample request)")
+        except LumynError as exc:
+            doc.fail("example", exc.one_line())
 
 
 def _peek_sqlite(path: Path) -> tuple[list[str] | None, str | None]:

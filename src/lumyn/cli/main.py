@@ -41,8 +41,33 @@ def _parse_show(args: list[str]) -> tuple[str, str, str | None] | None:
     return decision_id, str(options["--workspace"]), options["--config"]
 
 
+GLOBAL_OPTIONS = ("--workspace", "-w", "--config")
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """`lumyn --workspace X show ID` -> `lumyn show ID --workspace X`: the workspace options
+    may come before the command (and `policy validate`) as well as after it."""
+    moved: list[str] = []
+    i = 0
+    while i < len(args):
+        name, eq, _ = args[i].partition("=")
+        if name not in GLOBAL_OPTIONS or (eq and name == "-w"):
+            break
+        width = 1 if eq else 2
+        moved.extend(args[i:i + width])
+        i += width
+    if not moved or i >= len(args):
+        return args
+    rest = args[i:]
+    command = 2 if rest[0] == "policy" and len(rest) > 1 and not rest[1].startswith("-") else 1
+    return rest[:command] + moved + rest[command:]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    if args and args[0].partition("=")[0] in GLOBAL_OPTIONS:  # the options, then no command
+        sys.stderr.write(f"USAGE_ERROR: missing command after {args[0]}; see 'lumyn --help'\n")
+        return 2
     if not args or args in (["--help"], ["-h"]):
         from lumyn.cli.catalog import fast_help
 

@@ -7,6 +7,10 @@ LumynError and turned into one stderr line by `common.guarded`.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
+import ipaddress
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +101,8 @@ def prepare_database(workspace: str, config_path: str | None) -> tuple[str, list
 
 
 def cmd_init(workspace: str, template: str | None, force: bool, config_path: str | None) -> int:
+    from lumyn.cli.samples import EXAMPLE_FILE, write_example
+
     path, text, policy = template_text(template or "support")
     ws = Path(workspace)
     action = write_policy(ws, text, force=force)
@@ -108,15 +114,17 @@ def cmd_init(workspace: str, template: str | None, force: bool, config_path: str
     out(f"Lumyn workspace {ws}")
     out(f"  policy    {action}")
     out(f"            from {path}: {policy.policy_id} {policy.policy_version} ({policy.policy_hash})")
+    example = write_example(ws, policy, force=force)
     if cases:
         out(f"  tests     {cases}")
     db_line = "; ".join(done) if done else "schema already up to date"
     out(f"  database  {url} (schema v{version}; {db_line})")
+    out(f"  example   {example} (a request this policy decides)")
     if config.policy_path and Path(config.policy_path) != ws / POLICY_FILE:
         out(f"  note      decisions use {config.policy_path} (set by LUMYN_POLICY_PATH or --config)")
     flag = ws_flag(workspace)
     out(f"Next: lumyn policy validate{flag}   lumyn demo --story{flag}   "
-        f"lumyn decide --in request.json{flag}")
+        f"lumyn decide --in {ws / EXAMPLE_FILE}{flag}")
     return 0
 
 
@@ -149,7 +157,9 @@ def cmd_decide(input_path: str, out_path: str | None, workspace: str,
 
 def cmd_show(decision_id: str, workspace: str = DEFAULT_WORKSPACE,
              config_path: str | None = None) -> int:
-    emit_json(fetch_record(decision_id, workspace, config_path))
+    record = fetch_record(decision_id, workspace, config_path)
+    record.setdefault("decision_event_log", [])  # "with its event log", even an empty one
+    emit_json(record)
     return 0
 
 
@@ -294,24 +304,51 @@ def policy_target(path: str | None, workspace: str, config_path: str | None) -> 
 # -- serve --------------------------------------------------------------------------------------
 
 
+SERVICE_MODULES = ("fastapi", "uvicorn")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def host_problem(host: str) -> str | None:
+    """Why `host` cannot be bound, or None: an IPv4/IPv6 address or a DNS host name."""
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    labels = host.removesuffix(".").split(".")
+    if all(label.isdigit() for label in labels):
+        return f"'{host}' is not a valid IP address"
+    if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return f"'{host}' is not an IP address or host name"
+    return None
+
+
+def service_missing() -> list[str]:
+    """The service extra's modules that are not installed (found without importing them)."""
+    return [name for name in SERVICE_MODULES if importlib.util.find_spec(name) is None]
+
+
+def _service_unavailable(detail: str) -> CliError:
+    return CliError("SERVICE_UNAVAILABLE",
+                    f"`lumyn serve` needs the service extra ({detail}); install it from the Lumyn "
+                    "source tree with: pip install '.[service]'", field="serve")
+
+
 def cmd_serve(dry_run: bool, host: str, port: int, workspace: str, config_path: str | None) -> int:
     config = workspace_config(workspace, config_path)
+    missing = service_missing()
     if dry_run:
         effective: dict[str, Any] = {"host": host, "port": port, "workspace": workspace}
         effective.update(config.effective())
         emit_json(effective)
+    if missing:
+        raise _service_unavailable(f"{', '.join(missing)} not installed")
+    if dry_run:
         return 0
-    import importlib
-
     try:
         service = importlib.import_module("lumyn.service")
         run = service.run
     except (ImportError, AttributeError) as exc:
-        raise CliError(
-            "SERVICE_UNAVAILABLE",
-            f"the HTTP service is not available ({exc}); install it with "
-            "pip install 'lumyn[service]'",
-            field="serve",
-        ) from None
+        raise _service_unavailable(str(exc)) from None
     run(config, host=host, port=port)
     return 0

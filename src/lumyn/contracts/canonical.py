@@ -226,7 +226,8 @@ def _bad_reason(value: Any) -> str | None:
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN and Infinity are not JSON numbers"
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_SAFE_INT:
-        return "integer outside the IEEE-754 safe range (±2^53-1)"
+        return ("integer outside the IEEE-754 safe range (±2^53-1), which canonical JSON "
+                "(RFC 8785) cannot represent exactly; send such ids as strings")
     if isinstance(value, str):
         try:
             value.encode("utf-8")

@@ -17,7 +17,8 @@ def open_store(url: str, *, busy_timeout_ms: int = 5000) -> Store:
             from lumyn.store.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:
             raise ConfigError(
-                f"PostgreSQL storage needs the postgres extra: pip install 'lumyn[postgres]' ({exc})",
+                "PostgreSQL storage needs the postgres extra: pip install '.[postgres]' from the "
+                f"Lumyn source tree ({exc})",
                 field="storage_url",
             ) from None
         store: Store = PostgresStore(url)
