@@ -198,3 +198,22 @@ def test_a_huge_integer_id_is_refused_with_advice_to_send_a_string(tmp_path: Pat
         assert lumyn.decide(request)["verdict"] == "TRUST"
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert '"order_id": "1234567890123456789"' in readme
+
+
+@pytest.mark.parametrize("digits", ["1234567890123456789", "123456789012345678901234567890"])
+def test_the_service_refuses_huge_integer_ids_by_name(tmp_path: Path, digits: str) -> None:
+    """orjson reads an integer beyond 64 bits as a float; the service must still refuse it
+    (not decide on an id with its last digits lost)."""
+    from fastapi.testclient import TestClient
+
+    from lumyn.service import create_app
+
+    body = json.dumps(SUPPORT_REFUND).replace('"82731"', digits, 1)
+    assert digits in body
+    with TestClient(create_app(LumynConfig(store_path=str(tmp_path / "l.db")))) as client:
+        response = client.post("/v0/decide", content=body,
+                               headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == "evidence.order_id"
+    assert "send such ids as strings" in error["message"]

@@ -17,6 +17,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from lumyn.config import LumynConfig
+from lumyn.contracts.canonical import loads
 from lumyn.engine.normalize import tenant_of
 from lumyn.errors import LumynError
 from lumyn.safe_json import JsonRefused, check_keys
@@ -102,7 +103,7 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
             raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json",
                            field="Content-Type")
         try:
-            value = orjson.loads(body)
+            value = loads(body)
             check_keys(body, value)  # no repeated keys, a bounded key count (safe_json)
         except orjson.JSONDecodeError as exc:
             raise ApiError(400, "INVALID_JSON", f"body is not valid JSON: {exc}",
