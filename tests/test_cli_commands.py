@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from test_cli_kit import clean_env, cli, decide, refund, sub, write_request
+from test_cli_kit import assert_one_line_error, clean_env, cli, decide, refund, sub, write_request
 
 from lumyn.policy import bundled_policy_path
 
@@ -116,6 +116,24 @@ def test_decide_show_explain_label_roundtrip(tmp_path: Path) -> None:
                    record["determinism"]["inputs_digest"], record["policy"]["policy_hash"],
                    "Missing evidence", "Bad outcome in prod"):
         assert needle in text, needle
+
+
+def test_memory_prune_retires_old_items_from_similarity(tmp_path: Path) -> None:
+    _init()
+    first = decide(tmp_path, refund())
+    cli("label", first["decision_id"], "--label", "failure", "--summary", "stolen card")
+    assert decide(tmp_path, refund(13.0, ticket_id="ZD-2", order_id="9"))["verdict"] == "ESCALATE"
+    kept = cli("memory", "prune", "--older-than", "365d")
+    assert kept.exit_code == 0, kept.stderr
+    assert "0 items created before" in kept.stdout
+    assert decide(tmp_path, refund(13.0, ticket_id="ZD-3", order_id="10"))["verdict"] == "ESCALATE"
+
+    sqlite3.connect(tmp_path / ".lumyn" / "lumyn.db").execute("SELECT 1").close()
+    pruned = sub("memory", "prune", "--older-than", "0", cwd=tmp_path)
+    assert pruned.returncode == 1  # zero days is no period
+    assert_one_line_error(pruned.stderr, "INVALID_EVENT", "--older-than", "365d")
+    bad = cli("memory", "prune", "--older-than", "a year")
+    assert bad.exit_code == 1 and "INVALID_EVENT" in bad.stderr
 
 
 def test_explain_lists_missing_evidence_queries_and_memory_matches(tmp_path: Path) -> None:

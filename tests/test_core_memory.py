@@ -71,6 +71,19 @@ def test_ties_break_by_memory_id_and_k_limits() -> None:
     assert result.success.item.memory_id == "M1"
 
 
+def test_a_retired_item_leaves_every_later_query() -> None:
+    items = [MemoryItem(f"M{i}", "t", "a.b", label, "", ("tag:x",))
+             for i, label in enumerate(["failure", "success", "failure"])]
+    index = MemoryIndex(items)
+    index.retire("t", "a.b", "M0")
+    index.retire("t", "a.b", "M0")  # twice is once
+    index.retire("t", "a.b", "missing")
+    result = index.query("t", "a.b", ("tag:x",), 5)
+    assert [m.item.memory_id for m in result.top_k] == ["M1", "M2"]
+    assert result.failure is not None and result.failure.item.memory_id == "M2"
+    assert index.size("t", "a.b") == 2
+
+
 def test_features_cover_the_documented_request_parts() -> None:
     request = {
         "action": {"type": "support.refund", "amount": {"value": 12, "currency": "EUR"},

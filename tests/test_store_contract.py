@@ -29,6 +29,7 @@ from lumyn.errors import (
     RequestInvalid,
     StorageUnavailable,
 )
+from lumyn.memory import MemoryItem
 from lumyn.policy import bundled_policy_path, load_policy
 from lumyn.store import DecisionRow, DecisionWrite, IdempotencyKey, PolicySnapshot, Store, open_store
 from lumyn.store.base import SCHEMA_VERSION, WriteOutcome
@@ -268,6 +269,87 @@ def test_failure_label_escalates_the_next_similar_request_compounding(store_url:
     finally:
         first.close()
         second.close()
+
+
+def test_labeling_a_decision_again_supersedes_its_earlier_label_in_memory(
+        store: Store, store_url: str) -> None:
+    """failure, failure, then success on one decision: memory holds one item for it (the
+    latest label wins, here and in a replica that had indexed the earlier ones), while the
+    event log keeps all three labels."""
+    first = Lumyn(LumynConfig(storage_url=store_url))
+    replica = Lumyn(LumynConfig(storage_url=store_url))
+    try:
+        decided = first.decide(refund())
+        did = decided["decision_id"]
+        other = first.decide(refund(ticket_id="ZD-7"))["decision_id"]
+        first.label(other, "near_miss", "another decision's label stays")
+        events = [first.label(did, "failure", "chargeback")]
+        assert replica.decide(refund(ticket_id="ZD-8"))["verdict"] == "ESCALATE"
+        events.append(first.label(did, "failure", "chargeback, confirmed"))
+        events.append(replica.label(did, "success", "chargeback reversed: refund was right"))
+        ids = [e["data"]["memory_id"] for e in events]
+
+        rows = store.memory_items_since("acme", "support.refund", 0)
+        seq_of = {item.memory_id: seq for seq, item in rows}
+        supersedes = {item.memory_id: item.supersedes_seq for _, item in rows}
+        assert supersedes == {rows[0][1].memory_id: None, ids[0]: None,
+                              ids[1]: seq_of[ids[0]], ids[2]: seq_of[ids[1]]}
+
+        for instance in (first, replica):
+            after = instance.decide(refund(ticket_id="ZD-9"))
+            top = after["risk_signals"]["failure_similarity"]["top_k"]
+            from_did = [m["memory_id"] for m in top if m["memory_id"] in ids]
+            assert from_did == [ids[2]], top
+            assert after["risk_signals"]["failure_similarity"]["score"] == 0
+            assert after["verdict"] == "TRUST"
+        assert [e["data"]["label"] for e in first.store.list_events(did)] == ["failure", "failure", "success"]
+        assert len(store.get_memory_items(ids)) == 3  # the items themselves are never deleted
+    finally:
+        first.close()
+        replica.close()
+
+
+def test_prune_and_retention_leave_old_items_out_of_similarity(
+        store: Store, store_url: str, raw_sql: RawSql) -> None:
+    """`prune_memory` retires a tenant's items created before a cutoff from similarity, here
+    and (within a second) in a replica; `memory_retention_days` does it by age. Items and
+    events stay."""
+    first = Lumyn(LumynConfig(storage_url=store_url))
+    replica = Lumyn(LumynConfig(storage_url=store_url))
+    globex = {"subject": {"type": "agent", "id": "b", "tenant_id": "globex"}}
+    try:
+        acme_id = first.decide(refund())["decision_id"]
+        globex_id = first.decide(refund() | globex)["decision_id"]
+        first.label(acme_id, "failure", "fraud")
+        first.label(globex_id, "failure", "fraud")
+        assert replica.decide(refund(ticket_id="ZD-2"))["verdict"] == "ESCALATE"
+
+        time.sleep(0.3)
+        pruned = first.prune_memory(1e-6, tenant_id="acme")  # all but the last 86 ms
+        assert pruned["items"] == 1 and pruned["tenant_id"] == "acme"
+        assert first.decide(refund(ticket_id="ZD-3"))["verdict"] == "TRUST"
+        time.sleep(1.1)  # the replica looks at the store's prune cutoff once a second
+        assert replica.decide(refund(ticket_id="ZD-4"))["verdict"] == "TRUST"
+        assert replica.decide(refund(ticket_id="ZD-5") | globex)["verdict"] == "ESCALATE"
+        assert [e["type"] for e in store.list_events(acme_id)] == ["label"]
+        assert len(store.memory_items_since("acme", "support.refund", 0)) == 1
+        with pytest.raises(InvalidEvent):
+            first.prune_memory(0)
+
+        old = MemoryItem(new_id(), "initech", "support.refund", "failure", "long ago",
+                         first.memory_items([store.memory_items_since(
+                             "acme", "support.refund", 0)[0][1].memory_id])[0].features)
+        raw_sql(store_url, "INSERT INTO memory_items (memory_id, tenant_id, action_type, label, "
+                "summary, features, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (old.memory_id, old.tenant_id, old.action_type, old.label, old.summary,
+                 orjson.dumps(list(old.features)), "2020-01-01T00:00:00.000Z"))
+        initech = {"subject": {"type": "agent", "id": "c", "tenant_id": "initech"}}
+        assert first.decide(refund(ticket_id="ZD-6") | initech)["verdict"] == "ESCALATE"
+        with Lumyn(LumynConfig(storage_url=store_url, memory_retention_days=365)) as recent:
+            assert recent.decide(refund(ticket_id="ZD-7") | initech)["verdict"] == "TRUST"
+    finally:
+        first.close()
+        replica.close()
 
 
 # -- policy snapshots ----------------------------------------------------------------------------------

@@ -42,6 +42,8 @@ _ENV = {
     "metrics": "LUMYN_METRICS",
     "metrics_key": "LUMYN_METRICS_KEY",
     "tracing": "LUMYN_TRACING",
+    "memory_retention_days": "LUMYN_MEMORY_RETENTION_DAYS",
+    "memory_index_dir": "LUMYN_MEMORY_INDEX_DIR",
 }
 # Service limits (docs/service.md): a positive number each; strings from the environment.
 _NUMBERS = {"max_body_bytes": int, "max_connections": int, "header_timeout_s": float,
@@ -83,6 +85,11 @@ class LumynConfig:
     metrics: bool = True  # GET /metrics of the service
     metrics_key: str | None = field(default=None, repr=False)  # when set, /metrics needs it
     tracing: bool = False  # OpenTelemetry spans (the otel extra)
+    # Memory items older than this many days leave similarity (their events stay).
+    memory_retention_days: int | None = None
+    # Where the memory index files live: None = beside a SQLite store (a per-database cache
+    # directory for PostgreSQL), "off" = in memory only.
+    memory_index_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode is not None and self.mode not in MODES:
@@ -94,6 +101,10 @@ class LumynConfig:
             )
         if not isinstance(self.top_k, int) or not 0 <= self.top_k <= 100:
             raise ConfigError("top_k must be an integer from 0 to 100", field="top_k")
+        retention = self.memory_retention_days
+        if retention is not None and (type(retention) is not int or retention < 1):
+            raise ConfigError("memory_retention_days must be a whole number of days, at least 1",
+                              field="memory_retention_days")
         if self.signing_scheme not in ("body", "v1"):
             raise ConfigError("signing_scheme must be 'body' or 'v1'", field="signing_scheme")
         check_log_settings(self.log_level, self.log_format)
@@ -138,6 +149,13 @@ class LumynConfig:
                 values["top_k"] = int(values["top_k"])
             except (TypeError, ValueError):
                 raise ConfigError("top_k must be an integer", field="top_k") from None
+        days = values.get("memory_retention_days")
+        if isinstance(days, str):  # from the environment
+            try:
+                values["memory_retention_days"] = int(days)
+            except ValueError:
+                raise ConfigError("memory_retention_days must be a whole number of days",
+                                  field="memory_retention_days") from None
         if values.get("storage_url") and not str(values["storage_url"]).startswith(
             ("sqlite:///", "postgresql://", "postgres://")
         ):
@@ -177,6 +195,7 @@ class LumynConfig:
             "metrics": ("on, key required" if self.metrics_key else "on") if self.metrics
             else "off",
             "tracing": "on" if self.tracing else "off",
+            "memory_retention_days": self.memory_retention_days or "(keep every item)",
         }
 
 

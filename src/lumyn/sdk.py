@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -23,7 +24,7 @@ from lumyn.engine.pipeline import Admitted, Decided, admit, conclude, unavailabl
 from lumyn.errors import DecisionNotFound, InvalidEvent, LumynError, StorageUnavailable
 from lumyn.event_ids import check_event_id, earlier_event
 from lumyn.memory.index import LABELS, MemoryItem, Similarity
-from lumyn.memory.view import MemoryView
+from lumyn.memory.view import MemoryView, index_directory, utc_text
 from lumyn.policy import CompiledPolicy, bundled_policy_path, load_policy
 from lumyn.shadow import shadow_extension
 from lumyn.store import DecisionWrite, PolicySnapshot, Store, open_store
@@ -80,7 +81,8 @@ class Lumyn:
         self.shadow = (load_policy(self.config.shadow_policy_path)
                        if self.config.shadow_policy_path else None)
         self.store = store or open_store(self.config.url, busy_timeout_ms=self.config.busy_timeout_ms)
-        self.memory = MemoryView(self.store)
+        self.memory = MemoryView(self.store, index_directory(self.config.memory_index_dir, self.store),
+                                 self.config.memory_retention_days)
         self._tracer = get_tracer() if self.config.tracing else None
         self._snapshot = PolicySnapshot(
             self.policy.policy_hash, self.policy.policy_id, self.policy.policy_version,
@@ -329,6 +331,16 @@ class Lumyn:
 
     def memory_items(self, memory_ids: list[str]) -> list[MemoryItem]:
         return self.store.get_memory_items(memory_ids)
+
+    def prune_memory(self, older_than_days: float, tenant_id: str | None = None) -> dict[str, Any]:
+        """Retire memory items created more than `older_than_days` ago (of one tenant, or of
+        every tenant) from similarity. The items and the decisions' events stay stored."""
+        if isinstance(older_than_days, bool) or not isinstance(older_than_days, int | float) \
+                or not 0 < older_than_days < 100_000:
+            raise InvalidEvent("older_than must be a positive number of days", field="older_than")
+        before = utc_text(time.time() - older_than_days * 86400)
+        items = self.store.prune_memory(before, tenant_id)
+        return {"before": before, "tenant_id": tenant_id, "items": items}
 
     def close(self) -> None:
         self.store.close()

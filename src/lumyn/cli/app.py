@@ -25,6 +25,9 @@ app = typer.Typer(
 )
 policy_app = typer.Typer(help="Policy tools.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(policy_app, name="policy", help=summary("policy"))
+memory_app = typer.Typer(help="Experience Memory tools.", no_args_is_help=True,
+                         rich_markup_mode=None)
+app.add_typer(memory_app, name="memory", help=summary("memory"))
 
 Workspace = Annotated[
     str, typer.Option("--workspace", "-w", help="Workspace directory (database + policy.yml).")
@@ -207,6 +210,20 @@ def diff(
 
     _run(cmd_diff, policy, shadow, since, tenant, action_type, json_output, fail_on_change,
          fail_on_loosen, workspace, config)
+
+
+@memory_app.command("prune", help="Retire memory items older than a period from similarity "
+                    "(items and events stay stored).")
+def memory_prune(
+    older_than: Annotated[str, typer.Option("--older-than", help="Age in days, e.g. 365d.")],
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's items "
+                                               "(default: every tenant).")] = None,
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    config: Config = None,
+) -> None:
+    from lumyn.cli.ops import cmd_memory_prune
+
+    _run(cmd_memory_prune, older_than, tenant, workspace, config)
 
 
 @app.command(help=summary("doctor"))

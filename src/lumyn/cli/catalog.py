@@ -12,6 +12,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("export", "Print a record as JSON, or write a replayable decision pack (--pack)."),
     ("replay", "Verify a decision pack and re-evaluate it; non-zero exit on any difference."),
     ("label", "Label a decision's outcome (failure|success|near_miss); feeds memory."),
+    ("memory", "Experience Memory tools: `lumyn memory prune --older-than 365d`."),
     ("policy", "Policy tools: `lumyn policy validate` (--strict, --json), `lumyn policy test`."),
     ("diff", "What would a candidate policy change? Backtest stored decisions (--policy) or "
              "summarise shadow mode (--shadow)."),

@@ -217,6 +217,32 @@ def cmd_label(decision_id: str, label: str, summary: str | None, workspace: str,
     return 0
 
 
+def cmd_memory_prune(older_than: str, tenant: str | None, workspace: str,
+                     config_path: str | None) -> int:
+    from lumyn.sdk import Lumyn
+
+    days = parse_days(older_than)
+    config = workspace_config(workspace, config_path)
+    open_existing_store(config, workspace).close()  # a missing database is an error, not created
+    with Lumyn(config) as lumyn:
+        pruned = lumyn.prune_memory(days, tenant)
+    whose = f"tenant {tenant}" if tenant else "every tenant"
+    out(f"Pruned memory of {whose}: {pruned['items']} items created before {pruned['before']} "
+        "no longer take part in similarity (items and events stay stored).")
+    return 0
+
+
+def parse_days(text: str) -> int:
+    """'365d' (or '365') -> 365."""
+    digits = text[:-1] if text.endswith("d") else text
+    if not digits.isdigit() or not 0 < int(digits) < 100_000:
+        from lumyn.errors import InvalidEvent
+
+        raise InvalidEvent(f"--older-than must be a number of days such as 365d (got '{text}')",
+                           field="--older-than")
+    return int(digits)
+
+
 # -- replay -------------------------------------------------------------------------------------
 
 

@@ -101,6 +101,8 @@ class _Group:
     labels: _Grow = field(default_factory=lambda: _Grow(np.int8))
     postings: dict[str, _Grow] = field(default_factory=dict)
     ids: set[str] = field(default_factory=set)
+    alive: _Grow = field(default_factory=lambda: _Grow(np.bool_))
+    retired: int = 0
 
     def add(self, item: MemoryItem) -> None:
         if item.memory_id in self.ids:
@@ -123,11 +125,21 @@ class _Group:
         self.items.insert(position, item)
         self.weights.insert(position, sum(token_weight(t) for t in item.features))
         self.labels.insert(position, _LABEL_CODE[item.label])
+        self.alive.insert(position, True)
         for token in item.features:
             posting = self._posting(token)
             at = posting.size if position == len(self.items) - 1 else int(
                 np.searchsorted(posting.view(), position))
             posting.insert(at, position)
+
+    def retire(self, memory_id: str) -> None:
+        """Leave the item out of every later query (a newer label of its decision replaced it)."""
+        position = bisect_left(self.items, memory_id, key=lambda it: it.memory_id)
+        alive = self.alive.view()
+        if position < len(self.items) and self.items[position].memory_id == memory_id \
+                and alive[position]:
+            alive[position] = False
+            self.retired += 1
 
     def _posting(self, token: str) -> _Grow:
         posting = self.postings.get(token)
@@ -148,6 +160,8 @@ class _Group:
             if posting is not None:
                 accumulated[posting.view()] += weight
         candidates = np.flatnonzero(accumulated)
+        if self.retired:
+            candidates = candidates[self.alive.view()[candidates]]
         if candidates.size == 0:
             return EMPTY
         shared = accumulated[candidates]
@@ -205,9 +219,15 @@ class MemoryIndex:
             group = self._groups[key] = _Group()
         group.add(item)
 
-    def size(self, tenant_id: str, action_type: str) -> int:
+    def retire(self, tenant_id: str, action_type: str, memory_id: str) -> None:
         group = self._groups.get((tenant_id, action_type))
-        return len(group.items) if group else 0
+        if group is not None:
+            group.retire(memory_id)
+
+    def size(self, tenant_id: str, action_type: str) -> int:
+        """Items that take part in queries."""
+        group = self._groups.get((tenant_id, action_type))
+        return len(group.items) - group.retired if group else 0
 
     def query(self, tenant_id: str, action_type: str, features: tuple[str, ...], k: int) -> Similarity:
         group = self._groups.get((tenant_id, action_type))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 LABELS = ("failure", "success", "near_miss")
@@ -18,6 +18,9 @@ class MemoryItem:
     features: tuple[str, ...]
     source_decision_id: str | None = None
     created_at: str | None = None
+    # The seq of the item this one replaces in memory (the same decision's earlier label), as
+    # the store's memory_items_since reports it; not part of the item's identity.
+    supersedes_seq: int | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -14,7 +14,7 @@ from lumyn.errors import LumynError
 from lumyn.memory.item import MemoryItem
 from lumyn.store.scan import Scope
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 
 
 class IdempotencyKey(NamedTuple):
@@ -138,14 +138,24 @@ class Store(Protocol):
     def count_decisions(self, scope: Scope) -> int: ...
 
     def memory_items_since(
-        self, tenant_id: str, action_type: str, after_seq: int
+        self, tenant_id: str, action_type: str, after_seq: int, limit: int | None = None
     ) -> list[tuple[int, MemoryItem]]:
-        """Items of one tenant and action type with sequence number > after_seq, ascending."""
+        """Items of one tenant and action type with sequence number > after_seq, ascending (the
+        first `limit` of them); each with `supersedes_seq`, the same decision's previous item."""
         ...
 
     def memory_change_token(self) -> Hashable | None:
         """A value that changes whenever memory items may have changed, or None when the
         backend cannot tell cheaply (memory then asks memory_items_since every time)."""
+        ...
+
+    def memory_prune_cutoff(self, tenant_id: str) -> str | None:
+        """The latest `prune_memory` cutoff that covers the tenant (created_at text), or None."""
+        ...
+
+    def prune_memory(self, before: str, tenant_id: str | None = None) -> int:
+        """Retire items created before `before` (of one tenant, or every tenant) from
+        similarity; nothing is deleted. Returns how many items that covers."""
         ...
 
     def get_memory_items(self, memory_ids: list[str]) -> list[MemoryItem]: ...

@@ -54,14 +54,28 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from lumyn.contracts.ids import utc_now
-from lumyn.errors import ConfigError, DecisionNotFound, IdempotencyConflict, LumynError, StorageUnavailable
+from lumyn.errors import (
+    ConfigError,
+    DecisionNotFound,
+    IdempotencyConflict,
+    InvalidEvent,
+    LumynError,
+    StorageUnavailable,
+)
 from lumyn.event_ids import event_id_taken
 from lumyn.masking import mask_password
 from lumyn.memory.item import MemoryItem
 from lumyn.store import shared
 from lumyn.store.base import SCHEMA_VERSION, DecisionRow, DecisionWrite, IdempotencyKey, WriteOutcome
 from lumyn.store.scan import Scope, scan_where
-from lumyn.store.schema import EXPECTED_TABLES, TENANT_SPAN
+from lumyn.store.schema import (
+    EXPECTED_TABLES,
+    MEMORY_SINCE_SQL,
+    PRUNE_CUTOFF_SQL,
+    PRUNED_COUNT_SQL,
+    TENANT_SPAN,
+    limit_clause,
+)
 
 T = TypeVar("T")
 Conn = psycopg.Connection[Any]
@@ -157,6 +171,28 @@ $$""",
                 f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}",
                 f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
                 "FOR EACH STATEMENT EXECUTE FUNCTION lumyn_append_only()",
+            )
+        ],
+    ],
+    # The superseding label's lookup (see store/schema.py, migration 2).
+    2: ["CREATE INDEX IF NOT EXISTS memory_items_source ON memory_items (source_decision_id, seq)"],
+    # `lumyn memory prune` (see store/schema.py, migration 3).
+    3: [
+        """
+CREATE TABLE IF NOT EXISTS memory_prunes (
+    seq       BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id TEXT,
+    before    TEXT NOT NULL,
+    at        TEXT NOT NULL
+)""",
+        *[
+            statement
+            for op in ("update", "delete", "truncate")
+            for statement in (
+                f"DROP TRIGGER IF EXISTS memory_prunes_no_{op} ON memory_prunes",
+                f"CREATE TRIGGER memory_prunes_no_{op} BEFORE {op.upper()} ON memory_prunes "
+                f"FOR EACH {'STATEMENT' if op == 'truncate' else 'ROW'} "
+                "EXECUTE FUNCTION lumyn_append_only()",
             )
         ],
     ],
@@ -331,8 +367,9 @@ class PostgresStore:
             done = shared.apply_migrations(conn.execute, current, POSTGRES_MIGRATIONS, "%s")
             missing = _missing_tables(conn) + _missing_triggers(conn)
             if missing:  # dropped behind our back: recreate idempotently, never overwrite
-                for statement in POSTGRES_MIGRATIONS[SCHEMA_VERSION]:
-                    conn.execute(statement)
+                for version in sorted(POSTGRES_MIGRATIONS):  # each one is idempotent
+                    for statement in POSTGRES_MIGRATIONS[version]:
+                        conn.execute(statement)
                 done.append("recreated missing objects: " + ", ".join(missing))
         return done
 
@@ -603,18 +640,42 @@ class PostgresStore:
         return self._run(fn)
 
     def memory_items_since(
-        self, tenant_id: str, action_type: str, after_seq: int
+        self, tenant_id: str, action_type: str, after_seq: int, limit: int | None = None
     ) -> list[tuple[int, MemoryItem]]:
         def fn(conn: Conn) -> list[tuple[int, MemoryItem]]:
-            rows = conn.execute(
-                f"SELECT {shared.MEMORY_SINCE_COLUMNS} FROM memory_items "
-                "WHERE tenant_id = %s AND action_type = %s AND seq > %s ORDER BY seq",
-                (tenant_id, action_type, after_seq),
-            ).fetchall()
+            rows = conn.execute(MEMORY_SINCE_SQL.format("%s") + limit_clause(limit),
+                                (tenant_id, action_type, after_seq)).fetchall()
             return shared.memory_since(rows, tenant_id, action_type)
 
         if not shared.storable_id(tenant_id):
             return []  # no such tenant can be stored
+        return self._run(fn)
+
+    def prune_memory(self, before: str, tenant_id: str | None = None) -> int:
+        """Items created before `before` (of `tenant_id`, or of every tenant) leave similarity;
+        returns how many items that covers. Nothing is deleted."""
+        if tenant_id is not None and not shared.storable_id(tenant_id):
+            raise InvalidEvent("tenant contains U+0000, which the store cannot keep in text",
+                               field="tenant")
+
+        def fn(conn: Conn) -> int:
+            with conn.transaction():
+                conn.execute("INSERT INTO memory_prunes (tenant_id, before, at) "
+                             "VALUES (%s, %s, %s)", (tenant_id, before, utc_now()))
+                row = conn.execute(PRUNED_COUNT_SQL.format("%s"),
+                                   (before, tenant_id, tenant_id)).fetchone()
+            return int(row[0]) if row else 0
+
+        return self._run(fn)
+
+    def memory_prune_cutoff(self, tenant_id: str) -> str | None:
+        if "\x00" in tenant_id:
+            return None
+
+        def fn(conn: Conn) -> str | None:
+            row = conn.execute(PRUNE_CUTOFF_SQL.format("%s"), (tenant_id,)).fetchone()
+            return None if row is None or row[0] is None else str(row[0])
+
         return self._run(fn)
 
     def get_memory_items(self, memory_ids: list[str]) -> list[MemoryItem]:

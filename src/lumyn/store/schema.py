@@ -67,7 +67,36 @@ BEGIN SELECT RAISE(ABORT, 'memory items are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS memory_no_delete BEFORE DELETE ON memory_items
 BEGIN SELECT RAISE(ABORT, 'memory items are append-only'); END;
 """,
+    # A decision labeled again supersedes its earlier memory item: readers find the item a new
+    # one replaces through this index (memory_items_since's supersedes_seq).
+    2: """
+CREATE INDEX IF NOT EXISTS memory_items_source ON memory_items (source_decision_id, seq);
+""",
+    # `lumyn memory prune`: items created before `before` (of one tenant, or every tenant when
+    # tenant_id is NULL) leave similarity; the items and their events stay.
+    3: """
+CREATE TABLE IF NOT EXISTS memory_prunes (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id TEXT,
+    before    TEXT NOT NULL,
+    at        TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS memory_prunes_no_update BEFORE UPDATE ON memory_prunes
+BEGIN SELECT RAISE(ABORT, 'memory prunes are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS memory_prunes_no_delete BEFORE DELETE ON memory_prunes
+BEGIN SELECT RAISE(ABORT, 'memory prunes are append-only'); END;
+""",
 }
+
+# memory_items_since: each item with the seq of the item of the same decision it supersedes.
+# Seq order is commit order in both backends, so "the latest label wins" is the same everywhere.
+MEMORY_SINCE_SQL = (
+    "SELECT m.seq, m.memory_id, m.label, m.summary, m.source_decision_id, m.features, "
+    "m.created_at, (SELECT max(p.seq) FROM memory_items p WHERE m.source_decision_id IS NOT NULL "
+    "AND p.source_decision_id = m.source_decision_id AND p.seq < m.seq) "
+    "FROM memory_items m WHERE m.tenant_id = {0} AND m.action_type = {0} AND m.seq > {0} "
+    "ORDER BY m.seq"
+)
 
 EXPECTED_TABLES = (
     "decisions",
@@ -75,9 +104,20 @@ EXPECTED_TABLES = (
     "memory_items",
     "policy_snapshots",
     "schema_version",
+    "memory_prunes",
 )
 
 # Lowest and highest tenant id stored: two index probes, equal when one tenant (or none) is.
 TENANT_SPAN = (
     "SELECT (SELECT min(tenant_id) FROM decisions), (SELECT max(tenant_id) FROM decisions)"
 )
+
+# The prune cutoff in force for a tenant; and how many of its items are older than a cutoff.
+PRUNE_CUTOFF_SQL = ("SELECT max(before) FROM memory_prunes "
+                    "WHERE tenant_id = {0} OR tenant_id IS NULL")
+PRUNED_COUNT_SQL = ("SELECT count(*) FROM memory_items WHERE created_at < {0} "
+                    "AND (CAST({0} AS TEXT) IS NULL OR tenant_id = {0})")
+
+
+def limit_clause(limit: int | None) -> str:
+    return "" if limit is None else f" LIMIT {int(limit)}"

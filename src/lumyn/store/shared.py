@@ -21,7 +21,6 @@ SCHEMA_VERSION_TABLE = (
     "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
 )
 # Column lists that the row readers below expect, in this order.
-MEMORY_SINCE_COLUMNS = "seq, memory_id, label, summary, source_decision_id, features, created_at"
 MEMORY_COLUMNS = (
     "memory_id, tenant_id, action_type, label, summary, source_decision_id, features, created_at"
 )
@@ -61,10 +60,11 @@ def _refuse_nul(value: str | None, field: str,
 
 def memory_since(rows: Sequence[Sequence[Any]], tenant_id: str,
                  action_type: str) -> list[tuple[int, MemoryItem]]:
-    """Rows of MEMORY_SINCE_COLUMNS as (seq, item)."""
+    """Rows of schema.MEMORY_SINCE_SQL as (seq, item)."""
     return [
         (int(r[0]), MemoryItem(r[1], tenant_id, action_type, r[2], r[3],
-                               tuple(orjson.loads(r[5])), r[4], r[6]))
+                               tuple(orjson.loads(r[5])), r[4], r[6],
+                               None if r[7] is None else int(r[7])))
         for r in rows
     ]
 

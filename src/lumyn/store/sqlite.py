@@ -24,13 +24,22 @@ from typing import Any
 
 import orjson
 
+from lumyn.contracts.ids import utc_now
 from lumyn.errors import DecisionNotFound, LumynError, StorageUnavailable
 from lumyn.event_ids import event_id_taken
 from lumyn.memory.item import MemoryItem
 from lumyn.store import shared
-from lumyn.store.base import SCHEMA_VERSION, DecisionRow, DecisionWrite, IdempotencyKey, WriteOutcome
+from lumyn.store.base import DecisionRow, DecisionWrite, IdempotencyKey, WriteOutcome
 from lumyn.store.scan import Scope, scan_where
-from lumyn.store.schema import EXPECTED_TABLES, SQLITE_MIGRATIONS, TENANT_SPAN
+from lumyn.store.schema import (
+    EXPECTED_TABLES,
+    MEMORY_SINCE_SQL,
+    PRUNE_CUTOFF_SQL,
+    PRUNED_COUNT_SQL,
+    SQLITE_MIGRATIONS,
+    TENANT_SPAN,
+    limit_clause,
+)
 from lumyn.store.sqlite_files import CompanionFiles
 
 Work = Callable[[sqlite3.Connection], Any]
@@ -336,8 +345,9 @@ class SqliteStore:
             done = shared.apply_migrations(conn.execute, row[0] or 0, _MIGRATIONS, "?")
             missing = _missing_tables(conn)
             if missing:  # tables dropped behind our back: recreate them idempotently
-                for statement in _MIGRATIONS[SCHEMA_VERSION]:
-                    conn.execute(statement)
+                for version in sorted(_MIGRATIONS):  # each one is idempotent
+                    for statement in _MIGRATIONS[version]:
+                        conn.execute(statement)
                 done.append("recreated missing tables: " + ", ".join(missing))
             conn.execute("COMMIT")
         except BaseException:
@@ -569,17 +579,36 @@ class SqliteStore:
             self._write_lock.release()
 
     def memory_items_since(
-        self, tenant_id: str, action_type: str, after_seq: int
+        self, tenant_id: str, action_type: str, after_seq: int, limit: int | None = None
     ) -> list[tuple[int, MemoryItem]]:
         def fn(conn: sqlite3.Connection) -> list[tuple[int, MemoryItem]]:
-            rows = conn.execute(
-                f"SELECT {shared.MEMORY_SINCE_COLUMNS} FROM memory_items "
-                "WHERE tenant_id = ? AND action_type = ? AND seq > ? ORDER BY seq",
-                (tenant_id, action_type, after_seq),
-            ).fetchall()
+            rows = conn.execute(MEMORY_SINCE_SQL.format("?") + limit_clause(limit),
+                                (tenant_id, action_type, after_seq)).fetchall()
             return shared.memory_since(rows, tenant_id, action_type)
 
         result: list[tuple[int, MemoryItem]] = self._read(fn)
+        return result
+
+    def prune_memory(self, before: str, tenant_id: str | None = None) -> int:
+        """Items created before `before` (of `tenant_id`, or of every tenant) leave similarity;
+        returns how many items that covers. Nothing is deleted."""
+        def work(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT INTO memory_prunes (tenant_id, before, at) VALUES (?, ?, ?)",
+                         (tenant_id, before, utc_now()))
+            row = conn.execute(PRUNED_COUNT_SQL.format("?"),
+                               (before, tenant_id, tenant_id)).fetchone()
+            return int(row[0])
+
+        count: int = self._submit(work)
+        self._memory_writes += 1
+        return count
+
+    def memory_prune_cutoff(self, tenant_id: str) -> str | None:
+        def fn(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(PRUNE_CUTOFF_SQL.format("?"), (tenant_id,)).fetchone()
+            return None if row is None or row[0] is None else str(row[0])
+
+        result: str | None = self._read(fn)
         return result
 
     def get_memory_items(self, memory_ids: list[str]) -> list[MemoryItem]:
