@@ -68,3 +68,27 @@ def test_tracing_off_records_no_span(tmp_path: Path, spans: InMemorySpanExporter
     with Lumyn(LumynConfig(store_path=str(tmp_path / "l.db"))) as gateway:
         gateway.decide(support_refund())
     assert spans.get_finished_spans() == ()
+
+
+def test_service_joins_the_callers_traceparent(tmp_path: Path,
+                                               spans: InMemorySpanExporter) -> None:
+    from fastapi.testclient import TestClient
+
+    from lumyn.service import create_app
+
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    config = LumynConfig(store_path=str(tmp_path / "l.db"), tracing=True)
+    with TestClient(create_app(config)) as http:
+        answer = http.post("/v0/decide", json=support_refund(),
+                           headers={"traceparent": f"00-{trace_id}-{parent_id}-01"})
+    assert answer.status_code == 200
+    finished = spans.get_finished_spans()
+    [server] = [s for s in finished if s.name == "POST /v0/decide"]
+    [root] = by_name(finished, "lumyn.decide")
+    assert format(server.context.trace_id, "032x") == trace_id
+    assert server.parent is not None and format(server.parent.span_id, "016x") == parent_id
+    assert root.parent is not None and root.parent.span_id == server.context.span_id
+    assert root.attributes is not None
+    assert root.attributes["lumyn.decision_id"] == answer.json()["decision_id"]
+    for name in STEPS:
+        assert len(by_name(finished, name)) == 1

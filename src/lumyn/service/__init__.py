@@ -30,7 +30,12 @@ def run(config: LumynConfig, host: str = "127.0.0.1", port: int = 8000, **uvicor
 
     from lumyn.service.limits import Limits, server_options
     from lumyn.service.warnings import startup_warnings
+    from lumyn.telemetry.logs import configure_logging
+    from lumyn.telemetry.tracing import setup_provider
 
+    configure_logging(config.log_level, config.log_format)
+    if config.tracing:
+        setup_provider()
     limits = Limits(config.max_connections, config.header_timeout_s, config.body_timeout_s,
                     config.max_header_bytes, config.keep_alive_s)
     options: dict[str, Any] = {"log_level": "info", "access_log": False,

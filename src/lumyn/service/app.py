@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import anyio
@@ -22,7 +23,7 @@ from lumyn.engine.normalize import tenant_of
 from lumyn.errors import LumynError
 from lumyn.safe_json import JsonRefused, check_keys
 from lumyn.sdk import Lumyn
-from lumyn.service import docs_page
+from lumyn.service import docs_page, observe
 from lumyn.service import openapi as oa
 from lumyn.service.auth import tenant_for_key, verify_signature
 from lumyn.service.batch import BatchDecider
@@ -38,6 +39,7 @@ from lumyn.service.nonces import nonce_cache_for, refuse_replay
 from lumyn.version import __version__
 
 T = TypeVar("T")
+DECIDE_ROUTE = SimpleNamespace(path="/v0/decide")
 _log = logging.getLogger("lumyn.service")
 WORKER_THREADS = 8  # reads and events; decides go through the evaluate/commit pipeline
 
@@ -52,7 +54,9 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        decider.append(BatchDecider(gateway))
+        metrics = app.state.metrics
+        decider.append(BatchDecider(gateway, on_commit=metrics.batch_size.observe
+                                    if metrics is not None else None))
         try:
             yield
         finally:
@@ -152,9 +156,14 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
                                "request tenant must be the API key's tenant",
                                field="tenant.tenant_id")
         try:
-            result = await decider[0].decide(payload)
+            if config.tracing:  # on a worker thread that carries the request's trace context
+                result: dict[str, Any] | bytes = await core(gateway.decide, payload)
+            else:
+                result = await decider[0].decide(payload)
         except LumynError as exc:
             raise from_core(exc) from None
+        observe.note_decision(scope, app.state.metrics, result, tenant or tenant_of(payload),
+                              payload["action"]["type"])
         if isinstance(result, bytes):  # stored: the bytes the store holds
             return 200, result
         if "STORAGE_UNAVAILABLE" in result["reason_codes"]:
@@ -162,6 +171,7 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
         return 200, orjson.dumps(result)
 
     app.decide_asgi = decide_asgi
+    observe.install(app, config, gateway)
 
     @app.get(
         "/v0/decisions/{decision_id}",
@@ -285,11 +295,20 @@ class LumynApp(FastAPI):
     """
 
     decide_asgi: Callable[[Scope, Receive], Awaitable[tuple[int, bytes]]] | None = None
+    # The request log, metrics and tracing layers (service.observe), around everything.
+    observed: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.observed is not None:
+            await self.observed(scope, receive, send)
+        else:
+            await self.dispatch(scope, receive, send)
+
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = self.decide_asgi
         if (handler is not None and scope["type"] == "http" and scope["method"] == "POST"
                 and scope["path"] == "/v0/decide"):
+            scope["route"] = DECIDE_ROUTE  # what the router would have matched
             try:
                 status, body = await handler(scope, receive)
             except ClientDisconnect:

@@ -20,6 +20,7 @@ import contextlib
 import os
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from lumyn.errors import LumynError
@@ -33,9 +34,11 @@ Item = tuple[Any, "asyncio.Future[Decided]", asyncio.AbstractEventLoop]
 
 
 class BatchDecider:
-    def __init__(self, gateway: Lumyn, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, gateway: Lumyn, max_batch: int = MAX_BATCH,
+                 on_commit: Callable[[int], None] | None = None) -> None:
         self.gateway = gateway
         self.max_batch = max_batch
+        self.on_commit = on_commit  # told each transaction's size (metrics)
         self._requests: queue.SimpleQueue[Item | object] = queue.SimpleQueue()
         self._evaluated: queue.SimpleQueue[tuple[list[Item], list[Prepared]] | object] = (
             queue.SimpleQueue()
@@ -91,6 +94,8 @@ class BatchDecider:
                 except BaseException as exc:
                     results = [exc] * len(batch)
                 _deliver_all(batch, results)
+                if self.on_commit is not None:
+                    self.on_commit(len(batch))
             if stop:
                 return
 

@@ -106,11 +106,11 @@ class _OpenCases(Collector):
 
 
 class ObservedApp:
-    """Pure ASGI wrapper: counts every HTTP request by route template and status, times
-    decides, and writes one log line per request. Handlers may leave `decision_id`, `verdict`
+    """Pure ASGI wrapper: writes one log line per request and (with metrics on) counts every
+    HTTP request by route template and status and times decides. Handlers may leave `decision_id`, `verdict`
     and `tenant_id` in `scope["state"]["lumyn"]` for the line."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None) -> None:
         self.app = app
         self.metrics = metrics
 
@@ -132,9 +132,10 @@ class ObservedApp:
         finally:
             elapsed = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
-            self.metrics.requested(route, status)
-            if route == DECIDE_ROUTE:
-                self.metrics.decide_seconds.observe(elapsed)
+            if self.metrics is not None:
+                self.metrics.requested(route, status)
+                if route == DECIDE_ROUTE:
+                    self.metrics.decide_seconds.observe(elapsed)
             noted = scope.get("state", {}).get("lumyn", {})
             log_request(method=scope["method"], route=route, status=status,
                         latency_ms=round(elapsed * 1000, 3), **noted)
