@@ -21,9 +21,9 @@ from lumyn.cli.common import (
     emit_json,
     err,
     out,
+    policy_target,
     write_file,
 )
-from lumyn.cli.ops import policy_target
 
 if TYPE_CHECKING:
     from lumyn.backtest import Change, DiffReport

@@ -179,6 +179,22 @@ def fetch_record(decision_id: str, workspace: str, config_path: str | None) -> d
         store.close()
 
 
+def policy_target(path: str | None, workspace: str, config_path: str | None) -> Path:
+    """--path, else the workspace's policy (config, then WORKSPACE/policy.yml)."""
+    if path:
+        return Path(path)
+    config = workspace_config(workspace, config_path)
+    target = Path(config.policy_path) if config.policy_path else Path(workspace) / POLICY_FILE
+    if not target.exists():
+        raise CliError(
+            "POLICY_NOT_FOUND",
+            f"{target} does not exist; create it with `lumyn init{ws_flag(workspace)}` "
+            "or pass --path",
+            field="--path",
+        )
+    return target
+
+
 # -- input --------------------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from lumyn.cli.common import (
     fetch_record,
     open_existing_store,
     out,
+    policy_target,
     read_json,
     read_text,
     sqlite_path,
@@ -309,22 +310,6 @@ def cmd_policy_validate(path: str | None, workspace: str, config_path: str | Non
     if actions:
         out(f"   action types with required evidence: {', '.join(actions)}")
     return 0
-
-
-def policy_target(path: str | None, workspace: str, config_path: str | None) -> Path:
-    """--path, else the workspace's policy (config, then WORKSPACE/policy.yml)."""
-    if path:
-        return Path(path)
-    config = workspace_config(workspace, config_path)
-    target = Path(config.policy_path) if config.policy_path else Path(workspace) / POLICY_FILE
-    if not target.exists():
-        raise CliError(
-            "POLICY_NOT_FOUND",
-            f"{target} does not exist; create it with `lumyn init{ws_flag(workspace)}` "
-            "or pass --path",
-            field="--path",
-        )
-    return target
 
 
 # -- serve --------------------------------------------------------------------------------------

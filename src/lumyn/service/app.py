@@ -171,7 +171,7 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
         return 200, orjson.dumps(result)
 
     app.decide_asgi = decide_asgi
-    observe.install(app, config, gateway)
+    app.observed = observe.install(app, app.dispatch, config, gateway)
 
     @app.get(
         "/v0/decisions/{decision_id}",

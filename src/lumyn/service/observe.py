@@ -8,8 +8,9 @@ POST /v0/decide included, plus one route.
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -20,14 +21,12 @@ from lumyn.sdk import Lumyn
 from lumyn.service.errors import error_response
 from lumyn.telemetry.metrics import Metrics, ObservedApp
 
-if TYPE_CHECKING:
-    from lumyn.service.app import LumynApp
-
 STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
 
 
-def install(app: LumynApp, config: LumynConfig, lumyn: Lumyn) -> Metrics | None:
-    """Add the request log and metrics layer (and the tracing layer when on) and /metrics."""
+def install(app: FastAPI, dispatch: ASGIApp, config: LumynConfig, lumyn: Lumyn) -> ASGIApp:
+    """Add /metrics to `app`; return `dispatch` wrapped in the request log and metrics layer
+    (and the tracing layer when on), for the app to serve every request through."""
     metrics = None
     if config.metrics:
         named = set(lumyn.policy.groups) | set(lumyn.policy.required_evidence)
@@ -36,13 +35,12 @@ def install(app: LumynApp, config: LumynConfig, lumyn: Lumyn) -> Metrics | None:
                                           include_in_schema=False))
     app.state.metrics = metrics
     app.state.metrics_key = config.metrics_key
-    layered: ASGIApp = ObservedApp(app.dispatch, metrics)
+    layered: ASGIApp = ObservedApp(dispatch, metrics)
     if config.tracing:
         from lumyn.telemetry.tracing import TracedApp, get_tracer
 
         layered = TracedApp(layered, get_tracer())  # outermost: joins traceparent first
-    app.observed = layered
-    return metrics
+    return layered
 
 
 async def _scrape(request: Request) -> Response:
