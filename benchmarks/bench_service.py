@@ -14,7 +14,11 @@ the last CPU and the load generator to the others, so the driver never steals th
 core and each server gets exactly one — the shape of one replica per core. A Python server is
 bound by one interpreter lock either way; left unpinned, its threads hop between cores and
 pay for it (docs/benchmarks.md has both). `--no-pin` turns this off. The servers run in
-alternating rounds (bare, lumyn, bare, lumyn, ...) so drift on a shared machine hits both.
+alternating rounds (bare, lumyn, chain off, bare, ...) so drift on a shared machine hits all.
+
+"chain off" is the same service on a store built with `chain=False` (SqliteStore), started by
+a script that calls lumyn.service.create_app like `lumyn serve` does: the evidence chain's
+cost (issue 20, target: chain on >= 0.9 x chain off in throughput).
 """
 
 from __future__ import annotations
@@ -48,6 +52,17 @@ async def decide(request: Request) -> Response:
     body = orjson.loads(await request.body())
     return Response(orjson.dumps({"echo": body, "padding": PAD}), media_type="application/json")
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="info", access_log=False)
+"""
+
+NO_CHAIN_APP = """
+import sys, uvicorn
+from lumyn import Lumyn, LumynConfig
+from lumyn.service import create_app
+from lumyn.store.sqlite import SqliteStore
+config = LumynConfig(store_path=sys.argv[2])
+gateway = Lumyn(config, store=SqliteStore(sys.argv[2], chain=False))
+uvicorn.run(create_app(config, gateway), host="127.0.0.1", port=int(sys.argv[1]),
+            log_level="info", access_log=False)
 """
 
 WRK_SCRIPT = """
@@ -198,12 +213,16 @@ def main() -> int:
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         for var in ("LUMYN_SIGNING_SECRET", "LUMYN_STORAGE_URL", "LUMYN_CONFIG_PATH"):
             env.pop(var, None)
-        rounds: dict[str, list[dict[str, Any]]] = {"bare": [], "lumyn": []}
+        rounds: dict[str, list[dict[str, Any]]] = {"bare": [], "lumyn": [], "chain off": []}
         for round_no in range(args.rounds):
-            for name in ("bare", "lumyn"):
+            for name in rounds:
                 port = free_port()
                 if name == "bare":
                     command = [sys.executable, "-c", BARE_APP, str(port), str(padding)]
+                elif name == "chain off":
+                    (tmp / f"off-{round_no}").mkdir()
+                    command = [sys.executable, "-c", NO_CHAIN_APP, str(port),
+                               str(tmp / f"off-{round_no}" / "lumyn.db")]
                 else:
                     # a fresh store per round: request ids restart with each wrk run
                     command = [sys.executable, "-m", "lumyn.cli.main", "serve", "--workspace",
@@ -224,7 +243,7 @@ def main() -> int:
                     process.terminate()
                     process.wait(timeout=30)
                 rounds[name].append(result)
-                print(f"round {round_no + 1} {name:5s} {result['per_s']:8.0f} req/s", flush=True)
+                print(f"round {round_no + 1} {name:9s} {result['per_s']:8.0f} req/s", flush=True)
 
         stored = 0
         for round_no in range(args.rounds):
@@ -233,12 +252,13 @@ def main() -> int:
             db.close()
 
     bare, lumyn = combine(rounds["bare"]), combine(rounds["lumyn"])
+    off = combine(rounds["chain off"])
     ratio = lumyn["per_s"] / bare["per_s"]
     placement_text = (f"server on CPU {sorted(server_cpus)}, driver on CPUs {sorted(driver_cpus)}"
                       if server_cpus and driver_cpus else "unpinned")
     print(f"driver: {driver}, {args.connections} keep-alive connections, {args.rounds} rounds "
           f"of {args.seconds} s per server, {placement_text}")
-    for name, r in (("bare FastAPI", bare), ("lumyn", lumyn)):
+    for name, r in (("bare FastAPI", bare), ("lumyn", lumyn), ("chain off", off)):
         print(f"{name:13s} {r['per_s']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
               f"p99 {r['p99_ms']:6.2f} ms  ok {r['ok']}  non-2xx {r['non2xx']}  "
               f"errors {r['errors']}")
@@ -246,9 +266,15 @@ def main() -> int:
                           for br, lr in zip(rounds["bare"], rounds["lumyn"], strict=True))
     print(f"throughput ratio lumyn / bare = {ratio:.2f}  (target >= 0.5; per round: {per_round})")
     print(f"lumyn p99 = {lumyn['p99_ms']:.1f} ms  (target <= 50 ms)")
+    chain_ratio = lumyn["per_s"] / off["per_s"]
+    per_round = ", ".join(f"{lr['per_s'] / orr['per_s']:.2f}"
+                          for lr, orr in zip(rounds["lumyn"], rounds["chain off"], strict=True))
+    print(f"evidence chain: throughput on / off = {chain_ratio:.2f}  (target >= 0.90; per round: "
+          f"{per_round})")
     print(f"durable: {stored} decisions in the store for {lumyn['ok']} answered 200 "
           f"({'ok' if stored >= lumyn['ok'] else 'MISSING'})")
-    good = ratio >= 0.5 and lumyn["p99_ms"] <= 50 and stored >= lumyn["ok"] and lumyn["non2xx"] == 0
+    good = (ratio >= 0.5 and lumyn["p99_ms"] <= 50 and stored >= lumyn["ok"]
+            and lumyn["non2xx"] == 0 and chain_ratio >= 0.9)
     return 0 if good else 1
 
 

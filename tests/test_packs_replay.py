@@ -114,6 +114,7 @@ def test_untouched_pack_replays(ws: Workspace) -> None:
     assert report.ok, report.failures()
     assert [c.name for c in report.checks] == [
         "files", "manifest", "record schema", "request", "policy hash", "memory", "re-evaluation",
+        "chain",
     ]
     assert report.differences == []
     assert report.replayed is not None
@@ -124,7 +125,7 @@ def test_untouched_pack_replays(ws: Workspace) -> None:
 def test_pack_contents(ws: Workspace) -> None:
     pack = ws.pack()
     names = zipfile.ZipFile(io.BytesIO(pack)).namelist()
-    assert sorted(names) == sorted(PACK_FILES)
+    assert sorted(names) == sorted([*PACK_FILES, "chain.json"])
     record = member(pack, RECORD_FILE)
     assert record["decision_id"] == ws.escalated["decision_id"]
     assert member(pack, REQUEST_FILE) == record["request"]
@@ -137,7 +138,7 @@ def test_pack_contents(ws: Workspace) -> None:
     assert memory[0]["label"] == "failure"
     manifest = member(pack, MANIFEST_FILE)
     files, _ = read_pack(pack)
-    assert set(manifest["files"]) == set(PACK_FILES) - {MANIFEST_FILE}
+    assert set(manifest["files"]) == {*PACK_FILES, "chain.json"} - {MANIFEST_FILE}
     for name, entry in manifest["files"].items():
         assert entry["sha256"] == sha256_hex(files[name])
     assert "lumyn replay" in member(pack, README_FILE)
@@ -229,7 +230,10 @@ def test_edited_verdict_fails_with_a_precise_diff(ws: Workspace) -> None:
     report = replay_pack(tamper(ws.pack(), record=jbytes(record)))
     assert not report.ok
     assert report.differences == [Difference("verdict", "TRUST", "ESCALATE")]
-    assert failing(report) == {"re-evaluation": "1 field(s) differ from the record: verdict"}
+    assert failing(report) == {
+        "re-evaluation": "1 field(s) differ from the record: verdict",
+        "chain": f"entry 3 (decision {record['decision_id']}) does not recompute from the pack",
+    }
 
 
 def test_edited_reason_codes_fail(ws: Workspace) -> None:

@@ -44,6 +44,7 @@ _ENV = {
     "tracing": "LUMYN_TRACING",
     "memory_retention_days": "LUMYN_MEMORY_RETENTION_DAYS",
     "memory_index_dir": "LUMYN_MEMORY_INDEX_DIR",
+    "pack_signing_key": "LUMYN_PACK_SIGNING_KEY",
 }
 # Service limits (docs/service.md): a positive number each; strings from the environment.
 _NUMBERS = {"max_body_bytes": int, "max_connections": int, "header_timeout_s": float,
@@ -90,6 +91,7 @@ class LumynConfig:
     # Where the memory index files live: None = beside a SQLite store (a per-database cache
     # directory for PostgreSQL), "off" = in memory only.
     memory_index_dir: str | None = None
+    pack_signing_key: str | None = None  # Ed25519 private key file: the service signs its packs
 
     def __post_init__(self) -> None:
         if self.mode is not None and self.mode not in MODES:
@@ -196,6 +198,7 @@ class LumynConfig:
             else "off",
             "tracing": "on" if self.tracing else "off",
             "memory_retention_days": self.memory_retention_days or "(keep every item)",
+            "pack_signing_key": self.pack_signing_key or "(packs unsigned)",
         }
 
 

@@ -26,9 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 from lumyn import safe_json
 from lumyn.errors import DecisionNotFound, LumynError
+from lumyn.integrity.packchain import CHAIN_FILE, chain_file, check_chain
+from lumyn.integrity.signing import SIGNATURE_FILE, check_signature, signature_file
 from lumyn.safe_json import JsonRefused, read_bounded
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
     from lumyn.memory.item import MemoryItem
     from lumyn.policy import CompiledPolicy
     from lumyn.store.base import Store
@@ -42,6 +49,8 @@ MANIFEST_FILE = "manifest.json"
 README_FILE = "README.txt"
 CONTENT_FILES = (RECORD_FILE, REQUEST_FILE, POLICY_FILE, MEMORY_FILE, README_FILE)
 PACK_FILES = (*CONTENT_FILES, MANIFEST_FILE)
+# Optional: chain.json (the decision's evidence-chain entries, in the manifest) and
+# signature.json (an Ed25519 signature over the manifest, lumyn.integrity.signing).
 
 MAX_PACK_BYTES = 64 * 1024 * 1024
 MAX_MEMBER_BYTES = 16 * 1024 * 1024
@@ -118,9 +127,12 @@ verify and the verdict, reason codes, matched rules, queries and risk signals ar
 """
 
 
-def build_pack(record: dict[str, Any], policy_text: str, memory: list[dict[str, Any]]) -> bytes:
-    """The zip bytes of a pack for `record`, given the exact policy text and memory items."""
+def build_pack(record: dict[str, Any], policy_text: str, memory: list[dict[str, Any]],
+               extra: dict[str, bytes] | None = None) -> bytes:
+    """The zip bytes of a pack for `record`, given the exact policy text and memory items
+    (and `extra` files the manifest also lists, such as chain.json)."""
     files: dict[str, bytes] = {
+        **(extra or {}),
         RECORD_FILE: _json_bytes(record),
         REQUEST_FILE: _json_bytes(record["request"]),
         POLICY_FILE: policy_text.encode("utf-8"),
@@ -192,7 +204,21 @@ def export_pack(store: Store, decision_id: str, *, tenant_id: str | None = None)
             f"memory item(s) {', '.join(missing)} considered by the decision are not in the store",
             field="explanation.details.memory_considered",
         )
-    return build_pack(record, policy_text, [item.as_dict() for item in items])
+    extra: dict[str, bytes] = {}
+    chain_entries = getattr(store, "chain_entries", None)
+    entries = chain_entries(decision_id) if chain_entries is not None else []
+    if entries:
+        extra[CHAIN_FILE] = chain_file(entries, events)
+    return build_pack(record, policy_text, [item.as_dict() for item in items], extra)
+
+
+def sign_pack(pack: bytes, private: Ed25519PrivateKey) -> bytes:
+    """The pack with an Ed25519 signature over its manifest (a previous one is replaced)."""
+    files, problems = read_pack(pack)
+    if problems or MANIFEST_FILE not in files:
+        raise PackError("cannot sign an invalid pack: " + "; ".join(problems or ["no manifest"]))
+    files[SIGNATURE_FILE] = signature_file(files[MANIFEST_FILE], private)
+    return zip_files(files)
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -358,8 +384,10 @@ def replay_pack(
     *,
     policy_text: str | None = None,
     policy_source: str = "other policy",
+    trusted_keys: dict[str, Ed25519PublicKey] | None = None,
 ) -> ReplayReport:
-    """Verify and re-evaluate a pack. With `policy_text`, also evaluate that policy (what-if).
+    """Verify and re-evaluate a pack. With `policy_text`, also evaluate that policy (what-if);
+    with `trusted_keys`, the pack must carry a valid signature by one of them.
 
     Raises PackError only when the source is not a readable zip; every other problem is a
     failed check or a difference in the report (`report.ok` is False).
@@ -367,7 +395,8 @@ def replay_pack(
     files, layout_problems = read_pack(source)
     name = "pack" if isinstance(source, bytes) else str(source)
     return replay_files(files, source=name, layout_problems=layout_problems,
-                        policy_text=policy_text, policy_source=policy_source)
+                        policy_text=policy_text, policy_source=policy_source,
+                        trusted_keys=trusted_keys)
 
 
 def replay_files(
@@ -377,6 +406,7 @@ def replay_files(
     layout_problems: list[str] | None = None,
     policy_text: str | None = None,
     policy_source: str = "other policy",
+    trusted_keys: dict[str, Ed25519PublicKey] | None = None,
 ) -> ReplayReport:
     """The pure core of replay, over the pack's members."""
     report = ReplayReport(source=source)
@@ -389,6 +419,8 @@ def replay_files(
     checks.append(Check("files", not problems,
                         "; ".join(problems) if problems else f"all {len(PACK_FILES)} files present"))
     checks.append(_check_manifest(files))
+    if trusted_keys is not None:
+        checks.append(Check("signature", *check_signature(files, trusted_keys)))
 
     record = _load_json(files, RECORD_FILE, dict, checks, "record")
     if record is None:
@@ -422,6 +454,8 @@ def replay_files(
     if engine != replay_engine:
         report.notes.append(f"recorded with engine {engine}, replayed with engine {replay_engine}")
 
+    if CHAIN_FILE in files:  # last: a changed verdict reads as such before as a broken link
+        checks.append(Check("chain", *check_chain(files[CHAIN_FILE], record)))
     if policy_text is not None:
         report.what_if = what_if(policy_text, policy_source, record, memory_items)
     return report
@@ -492,7 +526,7 @@ def _check_manifest(files: dict[str, bytes]) -> Check:
         return Check("manifest", False,
                      f"unknown pack format {manifest.get('format')!r} (expected {PACK_FORMAT})")
     problems: list[str] = []
-    for name in sorted(set(files) - {MANIFEST_FILE}):
+    for name in sorted(set(files) - {MANIFEST_FILE, SIGNATURE_FILE}):
         if name not in listed:
             problems.append(f"{name} is not listed in the manifest")
     for name in sorted(set(CONTENT_FILES) - set(listed)):

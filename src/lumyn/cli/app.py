@@ -28,6 +28,9 @@ app.add_typer(policy_app, name="policy", help=summary("policy"))
 memory_app = typer.Typer(help="Experience Memory tools.", no_args_is_help=True,
                          rich_markup_mode=None)
 app.add_typer(memory_app, name="memory", help=summary("memory"))
+keys_app = typer.Typer(help="Signing keys for decision packs.", no_args_is_help=True,
+                       rich_markup_mode=None)
+app.add_typer(keys_app, name="keys", help=summary("keys"))
 
 Workspace = Annotated[
     str, typer.Option("--workspace", "-w", help="Workspace directory (database + policy.yml).")
@@ -37,6 +40,8 @@ Config = Annotated[
     typer.Option("--config", help="TOML config file (also LUMYN_CONFIG_PATH)."),
 ]
 DecisionId = Annotated[str, typer.Argument(help="The decision_id of a stored Decision Record.")]
+WithChain = Annotated[bool, typer.Option("--chain", help="Add the evidence-chain entries (position "
+                                         "and hash) of the decision and its events.")]
 
 
 def _run(fn: Callable[..., int | None], *args: Any) -> None:
@@ -88,10 +93,10 @@ def decide(
 
 @app.command(help=summary("show"))
 def show(decision_id: DecisionId, workspace: Workspace = DEFAULT_WORKSPACE,
-         config: Config = None) -> None:
+         config: Config = None, chain: WithChain = False) -> None:
     from lumyn.cli.ops import cmd_show
 
-    _run(cmd_show, decision_id, workspace, config)
+    _run(cmd_show, decision_id, workspace, config, chain)
 
 
 @app.command(help=summary("explain"))
@@ -115,10 +120,13 @@ def export(
                                             "decision_pack_<id>.zip).")] = None,
     workspace: Workspace = DEFAULT_WORKSPACE,
     config: Config = None,
+    sign: Annotated[str | None, typer.Option("--sign", help="Sign the pack's manifest with this "
+                                             "Ed25519 private key (lumyn keys generate).")] = None,
+    chain: WithChain = False,
 ) -> None:
     from lumyn.cli.ops import cmd_export
 
-    _run(cmd_export, decision_id, pack, out, workspace, config)
+    _run(cmd_export, decision_id, pack, out, workspace, config, sign, chain)
 
 
 @app.command(help=summary("replay"))
@@ -130,10 +138,13 @@ def replay(
     json_output: Annotated[bool, typer.Option("--json", help="The replay report as JSON.")] = False,
     workspace: Workspace = DEFAULT_WORKSPACE,
     config: Config = None,
+    verify_key: Annotated[str | None, typer.Option(
+        "--verify-key", help="Require a signature by this public key, or by any .pub key in "
+        "this directory.")] = None,
 ) -> None:
     from lumyn.cli.ops import cmd_replay
 
-    _run(cmd_replay, pack, markdown, policy, json_output, workspace, config)
+    _run(cmd_replay, pack, markdown, policy, json_output, workspace, config, verify_key)
 
 
 @app.command(help=summary("label"))
@@ -224,6 +235,33 @@ def memory_prune(
     from lumyn.cli.ops import cmd_memory_prune
 
     _run(cmd_memory_prune, older_than, tenant, workspace, config)
+@app.command(help=summary("verify"))
+def verify(
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's chain.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="The report (or heads) as JSON.")] = False,
+    head: Annotated[bool, typer.Option("--head", help="Print each intact chain's head (tenant, "
+                                       "count, hash, time) to publish elsewhere.")] = False,
+    against: Annotated[str | None, typer.Option(
+        "--against", help="A head file (from --head --json): prove nothing before it changed.")
+    ] = None,
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    config: Config = None,
+    pack: Annotated[str | None, typer.Option(
+        "--pack", help="Also check that this pack's chain entries are the store's (with "
+        "--against: covered by that head).")] = None,
+) -> None:
+    from lumyn.cli.integrity import cmd_verify
+
+    _run(cmd_verify, tenant, json_output, head, against, workspace, config, pack)
+
+
+@keys_app.command("generate", help="Write a new Ed25519 key pair (owner-only files) to --out DIR.")
+def keys_generate(
+    out: Annotated[str, typer.Option("--out", help="Directory for the key pair.")],
+) -> None:
+    from lumyn.cli.integrity import cmd_keys_generate
+
+    _run(cmd_keys_generate, out)
 
 
 @app.command(help=summary("doctor"))

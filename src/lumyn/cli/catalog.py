@@ -13,6 +13,8 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("replay", "Verify a decision pack and re-evaluate it; non-zero exit on any difference."),
     ("label", "Label a decision's outcome (failure|success|near_miss); feeds memory."),
     ("memory", "Experience Memory tools: `lumyn memory prune --older-than 365d`."),
+    ("verify", "Verify the evidence chain over every decision and event; --head to publish."),
+    ("keys", "Signing keys for decision packs: `lumyn keys generate --out DIR`."),
     ("policy", "Policy tools: `lumyn policy validate` (--strict, --json), `lumyn policy test`."),
     ("diff", "What would a candidate policy change? Backtest stored decisions (--policy) or "
              "summarise shadow mode (--shadow)."),

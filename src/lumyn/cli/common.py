@@ -170,11 +170,20 @@ def load_record(store: Store, decision_id: str) -> dict[str, Any]:
     return record
 
 
-def fetch_record(decision_id: str, workspace: str, config_path: str | None) -> dict[str, Any]:
+def fetch_record(decision_id: str, workspace: str, config_path: str | None,
+                 *, with_chain: bool = False) -> dict[str, Any]:
+    """The record with its event log; `with_chain` adds its evidence-chain entries under
+    "evidence_chain" (position and hash of the decision and of each event)."""
     config = workspace_config(workspace, config_path)
     store = open_existing_store(config, workspace)
     try:
-        return load_record(store, decision_id)
+        record = load_record(store, decision_id)
+        chain_entries = getattr(store, "chain_entries", None)
+        if with_chain and chain_entries is not None:
+            from lumyn.integrity.chain import chain_dict
+
+            record["evidence_chain"] = chain_dict(chain_entries(decision_id))
+        return record
     finally:
         store.close()
 

@@ -157,8 +157,8 @@ def cmd_decide(input_path: str, out_path: str | None, workspace: str,
 
 
 def cmd_show(decision_id: str, workspace: str = DEFAULT_WORKSPACE,
-             config_path: str | None = None) -> int:
-    record = fetch_record(decision_id, workspace, config_path)
+             config_path: str | None = None, chain: bool = False) -> int:
+    record = fetch_record(decision_id, workspace, config_path, with_chain=chain)
     record.setdefault("decision_event_log", [])  # "with its event log", even an empty one
     emit_json(record)
     return 0
@@ -173,27 +173,37 @@ def cmd_explain(decision_id: str, markdown: bool, workspace: str, config_path: s
 
 
 def cmd_export(decision_id: str, pack: bool, out_path: str | None, workspace: str,
-               config_path: str | None) -> int:
+               config_path: str | None, sign: str | None = None, chain: bool = False) -> int:
+    if sign and not pack:
+        raise CliError("USAGE_ERROR", "--sign signs a pack: add --pack", field="--sign")
     if not pack:
-        text = dumps(fetch_record(decision_id, workspace, config_path)) + "\n"
+        text = dumps(fetch_record(decision_id, workspace, config_path, with_chain=chain)) + "\n"
         if out_path:
             write_file(out_path, text.encode("utf-8"))
             err(f"wrote decision record {decision_id} to {out_path}")
         else:
             out(text)
         return 0
-    from lumyn.packs import PACK_FILES, export_pack
+    from lumyn.packs import export_pack, read_pack, sign_pack
 
+    private = None
+    if sign:
+        from lumyn.integrity.keys import load_private
+
+        private = load_private(sign)  # before any work: a bad key fails first
     config = workspace_config(workspace, config_path)
     store = open_existing_store(config, workspace)
     try:
         data = export_pack(store, decision_id)
     finally:
         store.close()
+    if private is not None:
+        data = sign_pack(data, private)
     target = out_path or f"decision_pack_{decision_id}.zip"
     write_file(target, data)
-    out(f"Wrote decision pack {target} ({len(PACK_FILES)} files, {len(data)} bytes) "
-        f"for decision {decision_id}")
+    signed = " signed," if private is not None else ""
+    out(f"Wrote decision pack {target} ({len(read_pack(data)[0])} files,{signed} {len(data)} "
+        f"bytes) for decision {decision_id}")
     out(f"Replay it anywhere: lumyn replay {target} --markdown")
     return 0
 
@@ -248,15 +258,22 @@ def parse_days(text: str) -> int:
 
 
 def cmd_replay(pack: str, markdown: bool, policy: str | None, as_json: bool,
-               workspace: str = DEFAULT_WORKSPACE, config_path: str | None = None) -> int:
+               workspace: str = DEFAULT_WORKSPACE, config_path: str | None = None,
+               verify_key: str | None = None) -> int:
     from lumyn.cli.render import replay_markdown, replay_text
     from lumyn.pack_vs_store import NOT_IN_STORE, compare_with_store
     from lumyn.packs import read_pack, replay_files
 
+    trusted = None
+    if verify_key is not None:
+        from lumyn.integrity.keys import load_public_keys
+
+        trusted = load_public_keys(verify_key)
     policy_text = read_text(policy, field="--policy") if policy else None
     files, problems = read_pack(pack)
     report = replay_files(files, source=pack, layout_problems=problems, policy_text=policy_text,
-                          policy_source=policy or "other policy")
+                          policy_source=policy or "other policy",
+                          trusted_keys=trusted)
     config = workspace_config(workspace, config_path)
     path = sqlite_path(config)
     if path is None or path.exists():  # the workspace's record is the reference, when there

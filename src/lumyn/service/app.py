@@ -21,6 +21,8 @@ from lumyn.config import LumynConfig
 from lumyn.contracts.canonical import loads
 from lumyn.engine.normalize import tenant_of
 from lumyn.errors import LumynError
+from lumyn.integrity.keys import load_private
+from lumyn.packs import export_pack, sign_pack
 from lumyn.safe_json import JsonRefused, check_keys
 from lumyn.sdk import Lumyn
 from lumyn.service import docs_page, observe
@@ -45,6 +47,8 @@ WORKER_THREADS = 8  # reads and events; decides go through the evaluate/commit p
 
 
 def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
+    # Loaded once, at start-up: a missing or bad key stops `lumyn serve` with one line.
+    signer = load_private(config.pack_signing_key) if config.pack_signing_key else None
     owned = lumyn is None
     gateway = lumyn or Lumyn(config)
     limiter = anyio.CapacityLimiter(WORKER_THREADS)
@@ -182,6 +186,20 @@ def create_app(config: LumynConfig, lumyn: Lumyn | None = None) -> FastAPI:
         tenant = await authenticate(request, await read_body(request))
         record = await core(gateway.get_decision, decision_id, tenant_id=tenant)
         return Response(orjson.dumps(record), media_type=JSON)
+
+    @app.get(
+        "/v0/decisions/{decision_id}/pack",
+        summary="A replayable decision pack (zip), signed when the service has a signing key",
+        openapi_extra={"responses": oa.responses(200, {"type": "string", "format": "binary"},
+                                                 401, 404, 503)},
+    )
+    async def get_pack(decision_id: str, request: Request) -> Response:
+        tenant = await authenticate(request, await read_body(request))
+        pack = await core(export_pack, gateway.store, decision_id, tenant_id=tenant)
+        if signer is not None:
+            pack = sign_pack(pack, signer)
+        return Response(pack, media_type="application/zip", headers={
+            "Content-Disposition": f'attachment; filename="decision_pack_{decision_id}.zip"'})
 
     @app.post(
         "/v0/decisions/{decision_id}/events",

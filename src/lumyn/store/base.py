@@ -14,7 +14,7 @@ from lumyn.errors import LumynError
 from lumyn.memory.item import MemoryItem
 from lumyn.store.scan import Scope
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class IdempotencyKey(NamedTuple):

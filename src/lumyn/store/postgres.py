@@ -63,12 +63,14 @@ from lumyn.errors import (
     StorageUnavailable,
 )
 from lumyn.event_ids import event_id_taken
+from lumyn.integrity.chain import Entry, event_data_bytes, event_row_bytes
 from lumyn.masking import mask_password
 from lumyn.memory.item import MemoryItem
-from lumyn.store import shared
+from lumyn.store import pg_chain, shared
 from lumyn.store.base import SCHEMA_VERSION, DecisionRow, DecisionWrite, IdempotencyKey, WriteOutcome
 from lumyn.store.scan import Scope, scan_where
 from lumyn.store.schema import (
+    CHAIN_MIGRATION,
     EXPECTED_TABLES,
     MEMORY_SINCE_SQL,
     PRUNE_CUTOFF_SQL,
@@ -196,21 +198,20 @@ CREATE TABLE IF NOT EXISTS memory_prunes (
             )
         ],
     ],
+    CHAIN_MIGRATION: pg_chain.MIGRATION,
 }
 
 _EXPECTED_TRIGGERS = tuple(
     f"{table}_no_{op}" for table in _APPEND_ONLY for op in ("update", "delete", "truncate")
-)
+) + pg_chain.TRIGGERS
 
 _DECISION_COLUMNS = (
     "decision_id, created_at, tenant_id, action_type, verdict, policy_hash, context_digest, "
     "request_id, request_digest, record, record_json"
 )
-_INSERT_DECISION = (
-    f"INSERT INTO decisions ({_DECISION_COLUMNS}) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s) "
-    "ON CONFLICT DO NOTHING RETURNING 1"
-)
+_INSERT_INTO = f"INSERT INTO decisions ({_DECISION_COLUMNS}) "
+_VALUES = "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s) ON CONFLICT DO NOTHING"
+_INSERT_DECISION = f"{_INSERT_INTO}{_VALUES} RETURNING 1"
 # First decision under a policy in this process: the snapshot rides in the same statement,
 # hence the same transaction, as the decision that references it.
 _SNAPSHOT_CTE = (
@@ -225,21 +226,39 @@ _SNAPSHOT_CTE = (
 # trip); when memory did move, nothing is inserted and the caller catches up and decides again.
 # Seq order is commit order (module docstring), so "max(seq) <= seen" in this statement's
 # snapshot means every label committed before it began was already indexed.
-_INSERT_DECISION_IF_MEMORY_AT = (
+_FRESH_CTE = (
     "fresh AS (SELECT coalesce(max(seq), 0) AS seq FROM memory_items "
-    "WHERE tenant_id = %s AND action_type = %s), "
-    f"inserted AS (INSERT INTO decisions ({_DECISION_COLUMNS}) "
+    "WHERE tenant_id = %s AND action_type = %s)"
+)
+_FROM_FRESH = (
     "SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s FROM fresh WHERE fresh.seq <= %s "
-    "ON CONFLICT DO NOTHING RETURNING 1) "
-    "SELECT fresh.seq <= %s, EXISTS (SELECT 1 FROM inserted) FROM fresh"
+    "ON CONFLICT DO NOTHING"
 )
 
-# The one-row append statements by (with the policy snapshot, conditional on memory).
+
+def _append_statement(with_snapshot: bool, guarded: bool, chained: bool) -> str:
+    """The one-row append: the policy snapshot CTE first when asked, then the memory guard
+    (fresh), the INSERT, and the chain entry (lumyn.store.pg_chain) of the row it wrote."""
+    ctes = [_SNAPSHOT_CTE] if with_snapshot else []
+    insert = _INSERT_INTO + (_FROM_FRESH if guarded else _VALUES)
+    if guarded:
+        ctes.append(_FRESH_CTE)
+    elif not chained:
+        return (f"WITH {ctes[0]} " if ctes else "") + insert + " RETURNING 1"
+    ctes.append(f"inserted AS ({insert} RETURNING tenant_id, decision_id, record_json)")
+    if chained:
+        ctes.append(pg_chain.DECISION_CTES)
+    result = ("SELECT fresh.seq <= %s, EXISTS (SELECT 1 FROM inserted) FROM fresh" if guarded
+              else "SELECT 1 FROM inserted")
+    return "WITH " + ", ".join(ctes) + " " + result
+
+
+# The one-row append statements by (with the policy snapshot, conditional on memory), with the
+# evidence chain (always) or without (`chain=False`, for the benchmark that measures its cost).
 _APPEND_ONE = {
-    (False, False): _INSERT_DECISION,
-    (True, False): f"WITH {_SNAPSHOT_CTE} {_INSERT_DECISION}",
-    (False, True): f"WITH {_INSERT_DECISION_IF_MEMORY_AT}",
-    (True, True): f"WITH {_SNAPSHOT_CTE}, {_INSERT_DECISION_IF_MEMORY_AT}",
+    chained: {(snap, guard): _append_statement(snap, guard, chained)
+              for snap in (False, True) for guard in (False, True)}
+    for chained in (False, True)
 }
 
 DEFAULT_POOL_MIN = 1
@@ -257,6 +276,7 @@ class PostgresStore:
         min_size: int | None = None,
         max_size: int | None = None,
         timeout: float | None = None,
+        chain: bool = True,
     ) -> None:
         conninfo, options = _split_url(url)
         self._conninfo = conninfo
@@ -278,6 +298,8 @@ class PostgresStore:
         self._ready = False  # schema checked/migrated by this process
         self._snapshots: set[str] = set()
         self._closed = False
+        self._chain = chain  # off only for the benchmark that measures the chain's cost
+        self._append = _APPEND_ONE[chain]
 
     # -- connections -------------------------------------------------------------------------
 
@@ -365,6 +387,8 @@ class PostgresStore:
             row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
             current = int(row[0]) if row and row[0] is not None else 0
             done = shared.apply_migrations(conn.execute, current, POSTGRES_MIGRATIONS, "%s")
+            if current < CHAIN_MIGRATION <= max(POSTGRES_MIGRATIONS):
+                done.extend(pg_chain.build(conn))
             missing = _missing_tables(conn) + _missing_triggers(conn)
             if missing:  # dropped behind our back: recreate idempotently, never overwrite
                 for version in sorted(POSTGRES_MIGRATIONS):  # each one is idempotent
@@ -451,7 +475,7 @@ class PostgresStore:
         if with_snapshot:
             params = (policy.policy_hash, policy.policy_id, policy.policy_version, policy.text,
                       row.created_at, *params)
-        statement = _APPEND_ONE[with_snapshot, guarded]
+        statement = self._append[with_snapshot, guarded]
 
         def fn(conn: Conn) -> bytes | None:
             found = conn.execute(statement, params).fetchone()
@@ -496,7 +520,7 @@ class PostgresStore:
             if insert:
                 cur = conn.cursor()
                 # Pipelined: every INSERT goes out in one round trip; each returns 0 or 1 row.
-                cur.executemany(_INSERT_DECISION,
+                cur.executemany(self._append[False, False],
                                 [_decision_params(*writes[i][:2]) for i in insert],
                                 returning=True)
                 inserted: list[bool] = []
@@ -590,7 +614,7 @@ class PostgresStore:
     # -- events and memory ------------------------------------------------------------------------
 
     def append_event(self, decision_id: str, event: dict[str, Any], memory: MemoryItem | None) -> None:
-        data_json = orjson.dumps(event.get("data"))
+        data_json = event_data_bytes(event.get("data"))
         shared.refuse_unstorable_memory(memory)
         if not shared.storable_id(decision_id):
             raise DecisionNotFound(f"no decision {decision_id}", field="decision_id")
@@ -598,16 +622,20 @@ class PostgresStore:
         def fn(conn: Conn) -> None:
             with conn.transaction():
                 exists = conn.execute(
-                    "SELECT 1 FROM decisions WHERE decision_id = %s", (decision_id,)
+                    "SELECT tenant_id FROM decisions WHERE decision_id = %s", (decision_id,)
                 ).fetchone()
                 if exists is None:
                     raise DecisionNotFound(f"no decision {decision_id}", field="decision_id")
-                inserted = conn.execute(
-                    "INSERT INTO decision_events (event_id, decision_id, at, type, data, data_json) "
-                    "VALUES (%s, %s, %s, %s, %s::jsonb, %s) ON CONFLICT (event_id) DO NOTHING",
-                    (event["event_id"], decision_id, event["at"], event["type"],
-                     _jsonb_text(data_json), data_json),
-                ).rowcount
+                params = {"e": event["event_id"], "d": decision_id, "at": event["at"],
+                          "type": event["type"], "data": _jsonb_text(data_json),
+                          "data_json": data_json}
+                if self._chain:
+                    inserted = conn.execute(pg_chain.EVENT_STATEMENT, {
+                        **params, "t": exists[0], "row": event_row_bytes(
+                            decision_id, event["event_id"], event["at"], event["type"], data_json)
+                    }).rowcount
+                else:
+                    inserted = conn.execute(_INSERT_EVENT, params).rowcount
                 if not inserted:  # a retry of this very write is fine; anything else is not
                     same = conn.execute(
                         "SELECT 1 FROM decision_events WHERE event_id = %s AND decision_id = %s "
@@ -716,6 +744,23 @@ class PostgresStore:
         """Unknown without a round trip: memory asks memory_items_since when it catches up."""
         return None
 
+    # -- the evidence chain (read side; lumyn.integrity.verify walks it) ---------------------------
+
+    def read_chain(self, fn: Callable[[pg_chain.ChainView], T]) -> T:
+        """Run `fn` over one REPEATABLE READ, read-only transaction (one consistent snapshot)."""
+        def run(conn: Conn) -> T:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                return fn(pg_chain.ChainView(conn))
+
+        return self._run(run)
+
+    def chain_entries(self, decision_id: str) -> list[Entry]:
+        """The chain entries of a decision and its events, in chain order."""
+        if "\x00" in decision_id:
+            return []
+        return self._run(lambda conn: pg_chain.entries_of(conn, decision_id))
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -726,6 +771,13 @@ class PostgresStore:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
+
+
+_INSERT_EVENT = (
+    "INSERT INTO decision_events (event_id, decision_id, at, type, data, data_json) "
+    "VALUES (%(e)s, %(d)s, %(at)s, %(type)s, %(data)s::jsonb, %(data_json)s) "
+    "ON CONFLICT (event_id) DO NOTHING"
+)
 
 
 def _decision_params(row: DecisionRow, key: IdempotencyKey | None) -> tuple[Any, ...]:
@@ -771,7 +823,7 @@ def _missing_triggers(conn: Conn) -> list[str]:
     rows = conn.execute(
         "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgenabled <> 'D' "
         "AND tgrelid IN (SELECT to_regclass(t) FROM unnest(%s::text[]) AS t)",
-        (list(_APPEND_ONLY),),
+        ([*_APPEND_ONLY, "chain_entries"],),
     ).fetchall()
     present = {str(r[0]) for r in rows}
     return [name for name in _EXPECTED_TRIGGERS if name not in present]

@@ -1,5 +1,7 @@
 """Table definitions shared in spirit by both backends (each speaks its own SQL dialect)."""
 
+CHAIN_MIGRATION = 4  # the migration that creates the evidence chain and builds it over old rows
+
 SQLITE_MIGRATIONS: dict[int, str] = {
     1: """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -86,6 +88,25 @@ BEGIN SELECT RAISE(ABORT, 'memory prunes are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS memory_prunes_no_delete BEFORE DELETE ON memory_prunes
 BEGIN SELECT RAISE(ABORT, 'memory prunes are append-only'); END;
 """,
+    # The evidence chain (lumyn.integrity.chain): one entry per decision and event, numbered per
+    # tenant in commit order. Opening an older database builds it once over the stored rows.
+    4: """
+CREATE TABLE IF NOT EXISTS chain_entries (
+    tenant_id   TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    decision_id TEXT NOT NULL,
+    event_id    TEXT,
+    prev_hash   BLOB NOT NULL,
+    entry_hash  BLOB NOT NULL,
+    PRIMARY KEY (tenant_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS chain_entries_decision ON chain_entries (decision_id);
+CREATE TRIGGER IF NOT EXISTS chain_no_update BEFORE UPDATE ON chain_entries
+BEGIN SELECT RAISE(ABORT, 'chain entries are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS chain_no_delete BEFORE DELETE ON chain_entries
+BEGIN SELECT RAISE(ABORT, 'chain entries are append-only'); END;
+""",
 }
 
 # memory_items_since: each item with the seq of the item of the same decision it supersedes.
@@ -105,6 +126,7 @@ EXPECTED_TABLES = (
     "policy_snapshots",
     "schema_version",
     "memory_prunes",
+    "chain_entries",
 )
 
 # Lowest and highest tenant id stored: two index probes, equal when one tenant (or none) is.
@@ -121,3 +143,51 @@ PRUNED_COUNT_SQL = ("SELECT count(*) FROM memory_items WHERE created_at < {0} "
 
 def limit_clause(limit: int | None) -> str:
     return "" if limit is None else f" LIMIT {int(limit)}"
+# What `lumyn verify` reads (lumyn.integrity.verify.ChainView), the same SQL on both backends
+# (record/data columns differ: {record} and {data}); each with the column a tenant filter
+# applies to. `{where}` becomes "<column> = ? AND" or nothing. The decision and event rows are
+# read in storage order with their own entry (an index lookup each); links are checked by a
+# self-join that returns only the broken ones.
+_CHAIN_VIEW_SQL = {
+    "decisions": (
+        "SELECT d.tenant_id, d.decision_id, d.{record}, c.seq, c.prev_hash, c.entry_hash "
+        "FROM decisions d LEFT JOIN chain_entries c "
+        "ON c.decision_id = d.decision_id AND c.event_id IS NULL WHERE {{where}} TRUE",
+        "d.tenant_id"),
+    "events": (
+        "SELECT d.tenant_id, e.event_id, e.decision_id, e.at, e.type, e.{data}, c.seq, "
+        "c.prev_hash, c.entry_hash FROM decision_events e "
+        "LEFT JOIN decisions d ON d.decision_id = e.decision_id "
+        "LEFT JOIN chain_entries c ON c.decision_id = e.decision_id AND c.event_id = e.event_id "
+        "WHERE {{where}} TRUE",
+        "d.tenant_id"),
+    "orphans": (
+        "SELECT c.tenant_id, c.seq, c.decision_id, c.event_id, e.decision_id "
+        "FROM chain_entries c "
+        "LEFT JOIN decisions d ON c.event_id IS NULL AND d.decision_id = c.decision_id "
+        "LEFT JOIN decision_events e ON c.event_id IS NOT NULL AND e.event_id = c.event_id "
+        "WHERE {{where}} ((c.event_id IS NULL AND d.decision_id IS NULL) OR "
+        "(c.event_id IS NOT NULL AND (e.event_id IS NULL OR e.decision_id <> c.decision_id)))",
+        "c.tenant_id"),
+    "broken_links": (
+        "SELECT c.tenant_id, c.seq, c.decision_id, c.prev_hash, p.seq, p.decision_id "
+        "FROM chain_entries c LEFT JOIN chain_entries p "
+        "ON p.tenant_id = c.tenant_id AND p.seq = c.seq - 1 "
+        "WHERE {{where}} ((c.seq = 1 AND c.prev_hash <> {genesis}) OR (c.seq <> 1 AND "
+        "(p.seq IS NULL OR p.entry_hash <> c.prev_hash))) ORDER BY c.tenant_id, c.seq",
+        "c.tenant_id"),
+    "heads": (
+        "SELECT c.tenant_id, c.seq, c.entry_hash, c.decision_id FROM chain_entries c "
+        "JOIN (SELECT tenant_id, max(seq) AS seq FROM chain_entries GROUP BY tenant_id) m "
+        "ON m.tenant_id = c.tenant_id AND m.seq = c.seq WHERE {{where}} TRUE",
+        "c.tenant_id"),
+}
+CHAIN_VIEW = {
+    name: (sql.format(record="record", data="data", genesis="X'" + "00" * 32 + "'"), where)
+    for name, (sql, where) in _CHAIN_VIEW_SQL.items()
+}
+CHAIN_VIEW_PG = {
+    name: (sql.format(record="record_json", data="data_json",
+                      genesis="'\\x" + "00" * 32 + "'::bytea"), where)
+    for name, (sql, where) in _CHAIN_VIEW_SQL.items()
+}

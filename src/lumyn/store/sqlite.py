@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,21 @@ import orjson
 from lumyn.contracts.ids import utc_now
 from lumyn.errors import DecisionNotFound, LumynError, StorageUnavailable
 from lumyn.event_ids import event_id_taken
+from lumyn.integrity.chain import (
+    ChainTx,
+    Entry,
+    backfill,
+    chain_built_message,
+    event_data_bytes,
+    event_row_bytes,
+)
 from lumyn.memory.item import MemoryItem
 from lumyn.store import shared
 from lumyn.store.base import DecisionRow, DecisionWrite, IdempotencyKey, WriteOutcome
 from lumyn.store.scan import Scope, scan_where
 from lumyn.store.schema import (
+    CHAIN_MIGRATION,
+    CHAIN_VIEW,
     EXPECTED_TABLES,
     MEMORY_SINCE_SQL,
     PRUNE_CUTOFF_SQL,
@@ -67,7 +77,7 @@ class _Op:
 
 class SqliteStore:
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000,
-                 create: bool = True) -> None:
+                 create: bool = True, chain: bool = True) -> None:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self.busy_timeout_ms = busy_timeout_ms
@@ -88,6 +98,10 @@ class SqliteStore:
         self._companions = CompanionFiles(self.path)  # the -wal and -shm files (sqlite_files)
         self._generation = 0  # bumped when every connection must be reopened
         self._last_write_failure: tuple[float, str] | None = None  # cleared by a commit
+        # The evidence chain is always on; `chain=False` exists only for the benchmarks that
+        # measure its cost (a store written without it fails `lumyn verify`).
+        self._chain = chain
+        self._chain_tx: ChainTx | None = None  # the entries of the transaction being written
 
     # -- connections -------------------------------------------------------------------------
 
@@ -276,16 +290,23 @@ class SqliteStore:
             self._check_log_files(conn, full=False)
             conn.execute("BEGIN IMMEDIATE")
             try:
+                # Inside the write lock: the chain head read here is the database's latest.
+                chain = self._chain_tx = (
+                    ChainTx(functools.partial(_chain_head, conn)) if self._chain else None)
                 for op in batch:
                     try:
                         op.result = op.work(conn)
                     except LumynError as exc:  # a caller's own error; others still commit
                         op.error = exc
+                if chain is not None and chain.entries:
+                    conn.executemany(_INSERT_ENTRY, chain.entries)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     _rollback_quietly(conn)
                 raise
+            finally:
+                self._chain_tx = None
             self._last_write_failure = None
             try:  # the log may have gone between the check and the commit
                 self._check_log_files(conn, full=False)
@@ -343,6 +364,8 @@ class SqliteStore:
             conn.execute(shared.SCHEMA_VERSION_TABLE)
             row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
             done = shared.apply_migrations(conn.execute, row[0] or 0, _MIGRATIONS, "?")
+            if (row[0] or 0) < CHAIN_MIGRATION <= max(_MIGRATIONS):
+                done.extend(_build_chain(conn))
             missing = _missing_tables(conn)
             if missing:  # tables dropped behind our back: recreate them idempotently
                 for version in sorted(_MIGRATIONS):  # each one is idempotent
@@ -435,11 +458,16 @@ class SqliteStore:
             else:
                 done = len(rows)
             outcomes: list[WriteOutcome] = [w.row.record_json for w in todo[:done]]
+            self._chain_rows([w.row for w in todo[:done]])
             for write in todo[done:]:
                 try:
-                    outcomes.append(self._insert_one(conn, write.row, write.key))
+                    outcome = self._insert_one(conn, write.row, write.key)
                 except LumynError as exc:
                     outcomes.append(exc)
+                    continue
+                outcomes.append(outcome)
+                if outcome is write.row.record_json:  # written, not a retry's stored record
+                    self._chain_rows([write.row])
             self._record_snapshots(conn, todo)
             written = iter(outcomes)
             return [next(written) if slot is _TO_WRITE else slot for slot in results]
@@ -475,6 +503,12 @@ class SqliteStore:
                 raise shared.conflict(key, found[1]) from None
             return bytes(found[1])  # a retry: the stored record, nothing written
         return row.record_json
+
+    def _chain_rows(self, rows: list[DecisionRow]) -> None:
+        chain = self._chain_tx
+        if chain is not None:
+            for row in rows:
+                chain.decision(row.tenant_id, row.decision_id, row.record_json)
 
     def find_idempotent(self, tenant_id: str, request_id: str) -> tuple[str, bytes] | None:
         def fn(conn: sqlite3.Connection) -> tuple[str, bytes] | None:
@@ -521,10 +555,11 @@ class SqliteStore:
 
     def append_event(self, decision_id: str, event: dict[str, Any], memory: MemoryItem | None) -> None:
         shared.refuse_unstorable_memory(memory)
+        data_json = event_data_bytes(event.get("data"))
 
         def work(conn: sqlite3.Connection) -> None:
             exists = conn.execute(
-                "SELECT 1 FROM decisions WHERE decision_id = ?", (decision_id,)
+                "SELECT tenant_id FROM decisions WHERE decision_id = ?", (decision_id,)
             ).fetchone()
             if exists is None:
                 raise DecisionNotFound(f"no decision {decision_id}", field="decision_id")
@@ -533,10 +568,13 @@ class SqliteStore:
                     "INSERT INTO decision_events (event_id, decision_id, at, type, data) "
                     "VALUES (?, ?, ?, ?, ?)",
                     (event["event_id"], decision_id, event["at"], event["type"],
-                     orjson.dumps(event.get("data"))),
+                     data_json),
                 )
             except sqlite3.IntegrityError:  # only event_id is unique: this op alone fails
                 raise event_id_taken(event["event_id"]) from None
+            if self._chain_tx is not None:
+                self._chain_tx.event(exists[0], decision_id, event["event_id"], event_row_bytes(
+                    decision_id, event["event_id"], event["at"], event["type"], data_json))
             if memory is not None:
                 conn.execute(
                     f"INSERT INTO memory_items ({shared.MEMORY_COLUMNS}) "
@@ -645,6 +683,33 @@ class SqliteStore:
         result: str | None = self._read(fn)
         return result
 
+    # -- the evidence chain (read side; lumyn.integrity.verify walks it) ---------------------------
+
+    def read_chain(self, fn: Callable[[_ChainView], Any]) -> Any:
+        """Run `fn` over one read transaction of its own (a long walk never holds the write
+        lock, and sees one consistent snapshot)."""
+        if not self._migrated:
+            with contextlib.suppress(StorageUnavailable):
+                self._writer_conn_safely()
+        conn = self._guard(lambda: self._open(write=False))
+        try:
+            conn.execute("BEGIN")
+            return self._guard(lambda: fn(_ChainView(conn)))
+        finally:
+            _close_quietly(conn)
+
+    def chain_entries(self, decision_id: str) -> list[Entry]:
+        """The chain entries of a decision and its events, in chain order."""
+        def fn(conn: sqlite3.Connection) -> list[Entry]:
+            rows = conn.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM chain_entries WHERE decision_id = ? ORDER BY seq",
+                (decision_id,),
+            ).fetchall()
+            return [Entry(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), bytes(r[6])) for r in rows]
+
+        result: list[Entry] = self._read(fn)
+        return result
+
     def close(self) -> None:
         with self._write_lock:
             self._closed = True
@@ -655,6 +720,73 @@ class SqliteStore:
             if self._watch_fd is not None:
                 os.close(self._watch_fd)
                 self._watch_fd = None
+
+
+_INSERT_ENTRY = "INSERT INTO chain_entries VALUES (?, ?, ?, ?, ?, ?, ?)"
+_ENTRY_COLUMNS = "tenant_id, seq, kind, decision_id, event_id, prev_hash, entry_hash"
+
+
+class _ChainView:
+    """lumyn.integrity.verify.ChainView over one SQLite read transaction (the SQL is shared
+    with PostgreSQL: lumyn.store.schema.CHAIN_VIEW)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def _select(self, name: str, tenant_id: str | None) -> Iterator[tuple[Any, ...]]:
+        sql, where = CHAIN_VIEW[name]
+        filtered = sql.format(where=f"{where} = ? AND" if tenant_id is not None else "")
+        params = (tenant_id,) if tenant_id is not None else ()
+        return iter(self.conn.execute(filtered, params))
+
+    def decisions(self, tenant_id: str | None) -> Iterator[tuple[Any, ...]]:
+        return self._select("decisions", tenant_id)
+
+    def events(self, tenant_id: str | None) -> Iterator[tuple[Any, ...]]:
+        return self._select("events", tenant_id)
+
+    def orphans(self, tenant_id: str | None) -> Iterator[tuple[Any, ...]]:
+        return self._select("orphans", tenant_id)
+
+    def broken_links(self, tenant_id: str | None) -> Iterator[tuple[Any, ...]]:
+        return self._select("broken_links", tenant_id)
+
+    def heads(self, tenant_id: str | None) -> Iterator[tuple[Any, ...]]:
+        return self._select("heads", tenant_id)
+
+    def entry_with_hash(self, tenant_id: str, entry_hash: bytes) -> tuple[int, str] | None:
+        found = self.conn.execute(
+            "SELECT seq, decision_id FROM chain_entries WHERE tenant_id = ? AND entry_hash = ?",
+            (tenant_id, entry_hash)).fetchone()
+        return (int(found[0]), str(found[1])) if found else None
+
+    def entry_at(self, tenant_id: str, seq: int) -> bytes | None:
+        found = self.conn.execute(
+            "SELECT entry_hash FROM chain_entries WHERE tenant_id = ? AND seq = ?",
+            (tenant_id, seq)).fetchone()
+        return bytes(found[0]) if found else None
+
+
+def _chain_head(conn: sqlite3.Connection, tenant_id: str) -> tuple[int, bytes] | None:
+    found = conn.execute(
+        "SELECT seq, entry_hash FROM chain_entries WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1",
+        (tenant_id,),
+    ).fetchone()
+    return (int(found[0]), bytes(found[1])) if found else None
+
+
+def _build_chain(conn: sqlite3.Connection) -> list[str]:
+    """Chain the rows an older database holds, once, without changing any of them."""
+    decisions = [(r[0], r[1], r[2], bytes(r[3])) for r in conn.execute(
+        "SELECT tenant_id, decision_id, created_at, record FROM decisions ORDER BY decision_id")]
+    events = [(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in conn.execute(
+        "SELECT d.tenant_id, e.decision_id, e.event_id, e.at, e.type, e.data "
+        "FROM decision_events e JOIN decisions d ON d.decision_id = e.decision_id ORDER BY e.seq")]
+    if not decisions:
+        return []  # a new database: nothing to build
+    entries: list[Entry] = backfill(decisions, events)
+    conn.executemany(_INSERT_ENTRY, entries)
+    return [chain_built_message(len(decisions), len(events), len({e.tenant_id for e in entries}))]
 
 
 def _statements(script: str) -> list[str]:
