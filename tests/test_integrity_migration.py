@@ -14,6 +14,7 @@ from lumyn import Lumyn, LumynConfig
 from lumyn.integrity.verify import verify
 from lumyn.packs import export_pack, replay_pack
 from lumyn.store import open_store
+from lumyn.store.schema import CHAIN_MIGRATION
 
 
 def rows(url: str, raw_sql: Any) -> list[Any]:
@@ -29,8 +30,8 @@ def rows(url: str, raw_sql: Any) -> list[Any]:
 
 
 def make_old(url: str, raw_sql: Any) -> list[str]:
-    """A store as the previous release left it: schema 1, no chain, and event data in orjson's
-    key order (what that release wrote)."""
+    """A store as the previous release left it: every migration before the chain's, no chain,
+    and event data in orjson's key order (what that release wrote)."""
     with Lumyn(LumynConfig(storage_url=url)) as lumyn:
         ids = [lumyn.decide(support_refund(order_id=f"o-{i}"))["decision_id"] for i in range(3)]
         lumyn.label(ids[0], "failure", "chargeback")
@@ -39,7 +40,7 @@ def make_old(url: str, raw_sql: Any) -> list[str]:
         ids.append(lumyn.decide(other)["decision_id"])
     for table in ("chain_heads", "chain_entries"):
         raw_sql(url, f"DROP TABLE IF EXISTS {table}")
-    raw_sql(url, "DELETE FROM schema_version WHERE version > 1")
+    raw_sql(url, "DELETE FROM schema_version WHERE version >= %s", (CHAIN_MIGRATION,))
     unsorted = orjson.dumps({"text": "by hand", "by": "ops"})  # not canonical: keys unsorted
     if url.startswith("sqlite"):
         raw_sql(url, "INSERT INTO decision_events (event_id, decision_id, at, type, data) "
@@ -61,7 +62,7 @@ def test_an_older_store_gets_its_chain_once_and_no_record_changes(
     try:
         with caplog.at_level(logging.WARNING, logger="lumyn.integrity"):
             done = store.ensure_schema()
-        assert done[0] == "applied schema migration 2"
+        assert done[0] == f"applied schema migration {CHAIN_MIGRATION}"
         message = ("built the evidence chain over 4 existing decision(s) and 2 event(s) of "
                    "2 tenant(s); no record was changed")
         assert done[1] == message

@@ -9,6 +9,7 @@ from pathlib import Path
 from test_cli_kit import cli
 from test_packs_replay import Workspace, jbytes, member, tamper, ws  # noqa: F401  (fixture)
 
+from lumyn.integrity.packchain import CHAIN_FILE
 from lumyn.packs import RECORD_FILE, replay_pack
 
 
@@ -40,8 +41,12 @@ def test_forged_self_consistent_packs_fail_against_the_store(ws: Workspace) -> N
                                                   "summary": "approved by the CFO"}},
     }
     for kind, forged in forgeries.items():
-        pack = tamper(ws.pack(ws.trusted["decision_id"]), record=jbytes(forged))
-        assert replay_pack(pack).ok, kind  # replay alone cannot tell (self-consistent)
+        # With the pack's chain entries kept, they no longer recompute: replay alone tells.
+        kept = tamper(ws.pack(ws.trusted["decision_id"]), record=jbytes(forged))
+        assert not next(c for c in replay_pack(kept).checks if c.name == "chain").ok, kind
+        # A forger drops the optional chain.json: self-consistent, replay alone cannot tell.
+        pack = tamper(ws.pack(ws.trusted["decision_id"]), drop=(CHAIN_FILE,), record=jbytes(forged))
+        assert replay_pack(pack).ok, kind
         result = cli("replay", _write(ws.root, f"{kind}.zip", pack))
         assert result.exit_code == 1, kind
         assert "store: differs from the decision the store holds" in result.stderr, kind

@@ -51,10 +51,12 @@ CONTENT_FILES = (RECORD_FILE, REQUEST_FILE, POLICY_FILE, MEMORY_FILE, README_FIL
 PACK_FILES = (*CONTENT_FILES, MANIFEST_FILE)
 # Optional: chain.json (the decision's evidence-chain entries, in the manifest) and
 # signature.json (an Ed25519 signature over the manifest, lumyn.integrity.signing).
+OPTIONAL_FILES = (CHAIN_FILE, SIGNATURE_FILE)
 
 MAX_PACK_BYTES = 64 * 1024 * 1024
 MAX_MEMBER_BYTES = 16 * 1024 * 1024
-MAX_PACK_MEMBERS = 2 * len(PACK_FILES)  # room to report duplicates; a zip bomb is refused
+# Room to report duplicates; a zip bomb is refused.
+MAX_PACK_MEMBERS = 2 * (len(PACK_FILES) + len(OPTIONAL_FILES))
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so one decision always exports to identical bytes
 
 # Record fields a replay must reproduce exactly (dotted paths into the record).
@@ -268,7 +270,8 @@ def read_pack(source: str | Path | bytes) -> tuple[dict[str, bytes], list[str]]:
             if "/" in info.filename or "\\" in info.filename:
                 problems.append(f"unexpected nested path {info.filename!r}")
                 continue
-            if info.filename not in PACK_FILES:  # never read: only its name is reported
+            # An unknown member is never read: only its name is reported.
+            if info.filename not in PACK_FILES and info.filename not in OPTIONAL_FILES:
                 problems.append(f"unexpected file {info.filename!r} in the pack")
                 continue
             if info.file_size > MAX_MEMBER_BYTES:

@@ -143,6 +143,8 @@ PRUNED_COUNT_SQL = ("SELECT count(*) FROM memory_items WHERE created_at < {0} "
 
 def limit_clause(limit: int | None) -> str:
     return "" if limit is None else f" LIMIT {int(limit)}"
+
+
 # What `lumyn verify` reads (lumyn.integrity.verify.ChainView), the same SQL on both backends
 # (record/data columns differ: {record} and {data}); each with the column a tenant filter
 # applies to. `{where}` becomes "<column> = ? AND" or nothing. The decision and event rows are

@@ -22,8 +22,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from lumyn.contracts.ids import utc_now
 from lumyn.errors import DecisionNotFound, LumynError, StorageUnavailable
 from lumyn.event_ids import event_id_taken
