@@ -24,8 +24,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from lumyn.telemetry.asgi import StatusSend
 from lumyn.telemetry.logs import log_request
 
 OTHER = "(other)"
@@ -119,23 +120,16 @@ class ObservedApp:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        sent = StatusSend(send)
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, sent)
         finally:
             elapsed = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
             if self.metrics is not None:
-                self.metrics.requested(route, status)
+                self.metrics.requested(route, sent.status)
                 if route == DECIDE_ROUTE:
                     self.metrics.decide_seconds.observe(elapsed)
             noted = scope.get("state", {}).get("lumyn", {})
-            log_request(method=scope["method"], route=route, status=status,
+            log_request(method=scope["method"], route=route, status=sent.status,
                         latency_ms=round(elapsed * 1000, 3), **noted)

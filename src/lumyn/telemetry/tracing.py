@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from lumyn.errors import ConfigError
+from lumyn.telemetry.asgi import StatusSend
 from lumyn.version import __version__
 
 if TYPE_CHECKING:
@@ -104,15 +105,8 @@ class TracedApp:
                 f"{scope['method']} {scope['path']}", kind=SpanKind.SERVER,
                 attributes={"http.request.method": scope["method"], "url.path": scope["path"]},
             ) as span:
-                status = 500
-
-                async def send_status(message: Any) -> None:
-                    nonlocal status
-                    if message["type"] == "http.response.start":
-                        status = message["status"]
-                    await send(message)
-
-                await self.app(scope, receive, send_status)
-                span.set_attribute("http.response.status_code", status)
+                sent = StatusSend(send)
+                await self.app(scope, receive, sent)
+                span.set_attribute("http.response.status_code", sent.status)
         finally:
             context.detach(token)
